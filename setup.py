@@ -1,0 +1,43 @@
+"""Install mrcnn: Mask R-CNN for TensorFlow 2 / Keras 3, Matterport-compatible.
+
+    pip install -e ".[dev]"     # the library plus what the tests and notebooks need
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="mrcnn",
+    version="3.0.0.dev0",
+    description="Mask R-CNN instance segmentation for TensorFlow 2 / Keras 3, "
+                "compatible with Matterport's Mask_RCNN API and weight files",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["mrcnn", "mrcnn.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",      # 2.16 is the first release on Keras 3
+        "keras>=3.0",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "pillow",
+        "pycocotools",
+        "matplotlib",
+        "h5py",
+        "albumentations",
+        "tqdm",
+    ],
+    extras_require={
+        "dev": [
+            "pytest",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+            "psutil",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
