@@ -1,0 +1,216 @@
+"""ResNet-50/101 backbone with Matterport's layer names.
+
+Every weight-carrying layer keeps the name it has in Matterport's weight
+files (``conv1``, ``bn_conv1``, ``res2a_branch2a``, ``bn2a_branch2a``, ...,
+``res5c_branch2c``), so ``mask_rcnn_coco.h5`` and Matterport checkpoints load
+by name. Each residual block's output is an Activation named
+``res{stage}{block}_out`` (the inspection notebook reads ``res4w_out``).
+
+Shape shorthand: B batch, H, W input image height and width.
+
+* C1: [B, H/4, W/4, 64]  (after conv1 stride 2 and max pooling stride 2)
+* C2: [B, H/4, W/4, 256]
+* C3: [B, H/8, W/8, 512]
+* C4: [B, H/16, W/16, 1024]
+* C5: [B, H/32, W/32, 2048]
+
+All float32, channels last.
+
+Batch normalization: :class:`BatchNorm` takes Matterport's ``TRAIN_BN``
+value as a constructor argument (``train_bn``) instead of a call-time
+``training=`` flag, so a frozen BN (``TRAIN_BN=False``, the default) stays
+frozen inside ``fit()`` too, and the flag survives ``get_config()``.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+__all__ = ["BatchNorm", "identity_block", "conv_block", "resnet_graph",
+           "compute_backbone_shapes", "RESNET_STAGE4_BLOCKS"]
+
+# Number of identity blocks after res4a: ResNet-50 has res4b..res4f,
+# ResNet-101 has res4b..res4w.
+RESNET_STAGE4_BLOCKS = {"resnet50": 5, "resnet101": 22}
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class BatchNorm(keras.layers.BatchNormalization):
+    """Matterport's BatchNorm: a BatchNormalization with a fixed mode.
+
+    ``train_bn`` has the meaning of Matterport's ``Config.TRAIN_BN``:
+
+    * ``False``: frozen. Always normalizes with the moving mean and variance
+      (``training=False``), in ``predict()`` and in ``fit()`` alike, and
+      never updates them. Good when batches are small (the default config).
+    * ``None``: normal Keras behaviour, batch statistics while training,
+      moving statistics at inference (the ``training`` argument of the call
+      decides).
+    * ``True``: always batch statistics, even at inference (Matterport's
+      "don't use" setting, kept for compatibility).
+
+    With ``train_bn`` None the call-time ``training`` argument is honoured,
+    so ``BatchNorm(name=...)(x, training=False)`` as written in Matterport's
+    code still freezes the layer.
+
+    Input: [..., channels] float32. Output: same shape and dtype.
+    epsilon 1e-3 and momentum 0.99 are the Keras defaults Matterport used.
+    """
+
+    def __init__(self, train_bn=None, **kwargs):
+        super().__init__(**kwargs)
+        if train_bn not in (None, True, False):
+            raise ValueError(f"BatchNorm {self.name!r}: train_bn must be None, True "
+                             f"or False (Config.TRAIN_BN), got {train_bn!r}.")
+        self.train_bn = train_bn
+
+    def call(self, inputs, training=None, mask=None):
+        """
+        Note about training values:
+            None: Train BN layers. This is the normal mode
+            False: Freeze BN layers. Good when batch size is small
+            True: (don't use). Set layer in training mode even when making inferences
+        """
+        if self.train_bn is not None:
+            training = self.train_bn
+        return super().call(inputs, training=training, mask=mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config["train_bn"] = self.train_bn
+        return config
+
+
+def compute_backbone_shapes(image_shape, backbone_strides, compute_backbone_shape=None):
+    """Height and width of the feature map of each pyramid level.
+
+    image_shape: (height, width[, channels]) of the molded image, pixels.
+    backbone_strides: stride of each level, e.g. [4, 8, 16, 32, 64] for P2..P6.
+    compute_backbone_shape: optional callable ``f(image_shape) -> [N, 2]``
+        (Matterport's ``COMPUTE_BACKBONE_SHAPE`` for a callable BACKBONE);
+        when given, its result is returned as an int array.
+
+    Returns: [N, (height, width)] int array, ``ceil(image / stride)`` per level.
+    """
+    if compute_backbone_shape is not None:
+        return np.asarray(compute_backbone_shape(image_shape))
+    return np.array(
+        [[int(math.ceil(image_shape[0] / stride)),
+          int(math.ceil(image_shape[1] / stride))]
+         for stride in backbone_strides])
+
+
+def _bottleneck(input_tensor, kernel_size, filters, stage, block, strides,
+                shortcut_conv, use_bias, train_bn):
+    """The three-conv bottleneck shared by identity_block and conv_block.
+
+    The order in which layers are created (branch2a, 2b, 2c, then the
+    shortcut branch1) is Matterport's, and so is the weight order of the
+    model that results.
+    """
+    nb_filter1, nb_filter2, nb_filter3 = filters
+    conv_name_base = f"res{stage}{block}_branch"
+    bn_name_base = f"bn{stage}{block}_branch"
+
+    x = keras.layers.Conv2D(nb_filter1, (1, 1), strides=strides,
+                            name=conv_name_base + "2a", use_bias=use_bias)(input_tensor)
+    x = BatchNorm(name=bn_name_base + "2a", train_bn=train_bn)(x)
+    x = keras.layers.Activation("relu")(x)
+
+    x = keras.layers.Conv2D(nb_filter2, (kernel_size, kernel_size), padding="same",
+                            name=conv_name_base + "2b", use_bias=use_bias)(x)
+    x = BatchNorm(name=bn_name_base + "2b", train_bn=train_bn)(x)
+    x = keras.layers.Activation("relu")(x)
+
+    x = keras.layers.Conv2D(nb_filter3, (1, 1), name=conv_name_base + "2c",
+                            use_bias=use_bias)(x)
+    x = BatchNorm(name=bn_name_base + "2c", train_bn=train_bn)(x)
+
+    if shortcut_conv:
+        shortcut = keras.layers.Conv2D(nb_filter3, (1, 1), strides=strides,
+                                       name=conv_name_base + "1",
+                                       use_bias=use_bias)(input_tensor)
+        shortcut = BatchNorm(name=bn_name_base + "1", train_bn=train_bn)(shortcut)
+    else:
+        shortcut = input_tensor
+
+    x = keras.layers.Add()([x, shortcut])
+    return keras.layers.Activation("relu", name=f"res{stage}{block}_out")(x)
+
+
+def identity_block(input_tensor, kernel_size, filters, stage, block,
+                   use_bias=True, train_bn=True):
+    """Residual block whose shortcut is the identity.
+
+    input_tensor: [B, h, w, filters[2]] float32.
+    kernel_size: size of the middle conv of the main path (3 in ResNet).
+    filters: (f1, f2, f3) filters of the three convs of the main path.
+    stage: int, stage number (2..5), used in layer names.
+    block: 'a', 'b', ..., block letter, used in layer names.
+    use_bias: conv biases (Matterport's backbone always has them).
+    train_bn: Config.TRAIN_BN (see BatchNorm).
+
+    Returns: [B, h, w, f3] float32, output of layer ``res{stage}{block}_out``.
+    """
+    return _bottleneck(input_tensor, kernel_size, filters, stage, block, (1, 1),
+                       shortcut_conv=False, use_bias=use_bias, train_bn=train_bn)
+
+
+def conv_block(input_tensor, kernel_size, filters, stage, block,
+               strides=(2, 2), use_bias=True, train_bn=True):
+    """Residual block with a 1x1 conv (``res..._branch1``) on the shortcut.
+
+    Same arguments as identity_block, plus ``strides`` of the first 1x1 conv
+    of the main path and of the shortcut conv (2 from stage 3 on, 1 in
+    stage 2, whose input is already downsampled by the max pooling).
+
+    Returns: [B, h/s, w/s, f3] float32, output of ``res{stage}{block}_out``.
+    """
+    return _bottleneck(input_tensor, kernel_size, filters, stage, block, strides,
+                       shortcut_conv=True, use_bias=use_bias, train_bn=train_bn)
+
+
+def resnet_graph(input_image, architecture, stage5=False, train_bn=True):
+    """Build a ResNet-50 or ResNet-101 graph on ``input_image``.
+
+    input_image: [B, H, W, C] float32 KerasTensor, the molded image.
+    architecture: "resnet50" or "resnet101".
+    stage5: build stage 5 (C5). Mask R-CNN always does.
+    train_bn: Config.TRAIN_BN (see BatchNorm).
+
+    Returns: [C1, C2, C3, C4, C5] (shapes in the module docstring); C5 is
+    None when ``stage5`` is False.
+    """
+    if architecture not in RESNET_STAGE4_BLOCKS:
+        raise ValueError(f"resnet_graph: unknown architecture {architecture!r}; "
+                         f"use one of {sorted(RESNET_STAGE4_BLOCKS)}.")
+    # Stage 1
+    x = keras.layers.ZeroPadding2D((3, 3))(input_image)
+    x = keras.layers.Conv2D(64, (7, 7), strides=(2, 2), name="conv1", use_bias=True)(x)
+    x = BatchNorm(name="bn_conv1", train_bn=train_bn)(x)
+    x = keras.layers.Activation("relu")(x)
+    C1 = x = keras.layers.MaxPooling2D((3, 3), strides=(2, 2), padding="same")(x)
+    # Stage 2
+    x = conv_block(x, 3, [64, 64, 256], stage=2, block="a", strides=(1, 1), train_bn=train_bn)
+    x = identity_block(x, 3, [64, 64, 256], stage=2, block="b", train_bn=train_bn)
+    C2 = x = identity_block(x, 3, [64, 64, 256], stage=2, block="c", train_bn=train_bn)
+    # Stage 3
+    x = conv_block(x, 3, [128, 128, 512], stage=3, block="a", train_bn=train_bn)
+    for block in "bcd":
+        x = identity_block(x, 3, [128, 128, 512], stage=3, block=block, train_bn=train_bn)
+    C3 = x
+    # Stage 4: res4a, then res4b.. (5 blocks in ResNet-50, 22 in ResNet-101)
+    x = conv_block(x, 3, [256, 256, 1024], stage=4, block="a", train_bn=train_bn)
+    for i in range(RESNET_STAGE4_BLOCKS[architecture]):
+        x = identity_block(x, 3, [256, 256, 1024], stage=4, block=chr(ord("b") + i),
+                           train_bn=train_bn)
+    C4 = x
+    # Stage 5
+    if stage5:
+        x = conv_block(x, 3, [512, 512, 2048], stage=5, block="a", train_bn=train_bn)
+        x = identity_block(x, 3, [512, 512, 2048], stage=5, block="b", train_bn=train_bn)
+        C5 = identity_block(x, 3, [512, 512, 2048], stage=5, block="c", train_bn=train_bn)
+    else:
+        C5 = None
+    return [C1, C2, C3, C4, C5]

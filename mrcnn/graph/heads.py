@@ -1,0 +1,175 @@
+"""Second-stage heads: box classifier/regressor and mask head.
+
+Functional graphs of ``TimeDistributed`` standard layers, named exactly as in
+Matterport (``mrcnn_class_conv1``, ``mrcnn_class_bn1``, ..., ``mrcnn_mask``),
+so weight files load by top-level layer name. The wrapper carries the name;
+the wrapped layer gets the same name, which makes a variable's path
+``mrcnn_class_conv1/mrcnn_class_conv1/kernel``, the path Keras 2 wrote into
+the HDF5 files.
+
+Shape shorthand: B batch (dynamic), N ROIs per image (POST_NMS_ROIS_* or
+DETECTION_MAX_INSTANCES; padded with zero boxes), P pool size (POOL_SIZE 7
+or MASK_POOL_SIZE 14), D pyramid depth (256), K NUM_CLASSES (with
+background), F FPN_CLASSIF_FC_LAYERS_SIZE (1024).
+
+Each head is split in two so the part after ROI pooling can be built and
+tested on its own: ``fpn_classifier_graph`` = ``PyramidROIAlign`` +
+``classifier_head_graph``, ``build_fpn_mask_graph`` = ``PyramidROIAlign`` +
+``mask_head_graph``.
+"""
+
+import keras
+from keras import ops
+
+from mrcnn.graph.backbone import BatchNorm
+from mrcnn.layers.roi_align import PyramidROIAlign
+
+__all__ = ["TimeDistributed", "fpn_classifier_graph", "classifier_head_graph",
+           "build_fpn_mask_graph", "mask_head_graph"]
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class TimeDistributed(keras.layers.TimeDistributed):
+    """``keras.layers.TimeDistributed`` that folds the time axis into the batch.
+
+    Keras 3's TimeDistributed unrolls a Python loop over the time axis when
+    it is static (300 separate 7x7x256x1024 convs for the classifier head)
+    or uses ``vectorized_map`` when it is not. Keras 2, which Matterport
+    used, reshaped ``[B, N, ...] -> [B*N, ...]``, applied the layer once and
+    reshaped back. This does the same: one big op, the numbers of Keras 2,
+    and a graph that does not grow with N.
+
+    Input: [B, N, *inner] with a static ``inner`` shape. Output:
+    [B, N, *inner_out]. B and N may be dynamic. ``isinstance(layer,
+    keras.layers.TimeDistributed)`` still holds, so weight loading by
+    wrapper name works as for the stock class.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        inner_shape = tuple(inputs.shape[2:])
+        if any(d is None for d in inner_shape):
+            # Rare: no static inner shape to fold with. Use Keras' own path.
+            return super().call(inputs, training=training, mask=mask)
+        shape = ops.shape(inputs)
+        batch, steps = shape[0], shape[1]
+        # [B, N, *inner] -> [B*N, *inner]
+        x = ops.reshape(inputs, (-1,) + inner_shape)
+        kwargs = {}
+        if self.layer._call_has_training_arg:
+            kwargs["training"] = training
+        y = self.layer.call(x, **kwargs)
+        # [B*N, *inner_out] -> [B, N, *inner_out]
+        return ops.reshape(y, (batch, steps) + tuple(y.shape[1:]))
+
+
+def _td(layer, name):
+    """Wrap ``layer`` in our TimeDistributed; both carry ``name``."""
+    return TimeDistributed(layer, name=name)
+
+
+def classifier_head_graph(pooled, pool_size, num_classes, train_bn=True,
+                          fc_layers_size=1024):
+    """Classifier and box regressor on ROI-pooled features.
+
+    pooled: [B, N, P, P, D] float32, PyramidROIAlign output (P = pool_size).
+    pool_size: P; the first "FC" layer is a PxP valid conv.
+    num_classes: K.
+    train_bn: Config.TRAIN_BN (see backbone.BatchNorm).
+    fc_layers_size: F, width of the two FC layers.
+
+    Returns:
+        mrcnn_class_logits: [B, N, K] float32, before softmax
+        mrcnn_class: [B, N, K] float32, softmax probabilities
+        mrcnn_bbox: [B, N, K, (dy, dx, log(dh), log(dw))] float32, per class,
+            *before* multiplication by BBOX_STD_DEV
+    """
+    # Two F-wide FC layers, implemented as convs (Matterport: "for consistency").
+    x = _td(keras.layers.Conv2D(fc_layers_size, (pool_size, pool_size), padding="valid",
+                                name="mrcnn_class_conv1"), "mrcnn_class_conv1")(pooled)
+    x = _td(BatchNorm(name="mrcnn_class_bn1", train_bn=train_bn), "mrcnn_class_bn1")(x)
+    x = keras.layers.Activation("relu")(x)
+    x = _td(keras.layers.Conv2D(fc_layers_size, (1, 1), name="mrcnn_class_conv2"),
+            "mrcnn_class_conv2")(x)
+    x = _td(BatchNorm(name="mrcnn_class_bn2", train_bn=train_bn), "mrcnn_class_bn2")(x)
+    x = keras.layers.Activation("relu")(x)
+
+    # [B, N, 1, 1, F] -> [B, N, F]
+    shared = keras.layers.Reshape((-1, fc_layers_size), name="pool_squeeze")(x)
+
+    # Classifier head
+    mrcnn_class_logits = _td(keras.layers.Dense(num_classes, name="mrcnn_class_logits"),
+                             "mrcnn_class_logits")(shared)
+    mrcnn_probs = _td(keras.layers.Activation("softmax", name="mrcnn_class"),
+                      "mrcnn_class")(mrcnn_class_logits)
+
+    # BBox head: [B, N, K * 4] -> [B, N, K, (dy, dx, log(dh), log(dw))]
+    x = _td(keras.layers.Dense(num_classes * 4, activation="linear", name="mrcnn_bbox_fc"),
+            "mrcnn_bbox_fc")(shared)
+    mrcnn_bbox = keras.layers.Reshape((-1, num_classes, 4), name="mrcnn_bbox")(x)
+
+    return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
+
+
+def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
+                         train_bn=True, fc_layers_size=1024):
+    """FPN classifier and box regressor heads, ROI pooling included.
+
+    rois: [B, N, (y1, x1, y2, x2)] float32, normalized proposal boxes,
+        zero-padded.
+    feature_maps: [P2, P3, P4, P5], each [B, h, w, D] float32.
+    image_meta: [B, IMAGE_META_SIZE] float32 (compose_image_meta).
+    pool_size, num_classes, train_bn, fc_layers_size: see
+        classifier_head_graph.
+
+    Returns: mrcnn_class_logits [B, N, K], mrcnn_class [B, N, K],
+    mrcnn_bbox [B, N, K, 4] (see classifier_head_graph). Rows follow ``rois``.
+    """
+    # [B, N, P, P, D]
+    pooled = PyramidROIAlign((pool_size, pool_size), name="roi_align_classifier")(
+        [rois, image_meta] + list(feature_maps))
+    return classifier_head_graph(pooled, pool_size, num_classes, train_bn=train_bn,
+                                 fc_layers_size=fc_layers_size)
+
+
+def mask_head_graph(pooled, num_classes, train_bn=True):
+    """Mask head on ROI-pooled features.
+
+    pooled: [B, N, P, P, D] float32, PyramidROIAlign output (P = MASK_POOL_SIZE).
+    num_classes: K.
+    train_bn: Config.TRAIN_BN (see backbone.BatchNorm).
+
+    Returns: mrcnn_mask [B, N, 2P, 2P, K] float32, per-class mask
+    probabilities (sigmoid), one channel per class.
+    """
+    x = pooled
+    for i in range(1, 5):
+        x = _td(keras.layers.Conv2D(256, (3, 3), padding="same", name=f"mrcnn_mask_conv{i}"),
+                f"mrcnn_mask_conv{i}")(x)
+        x = _td(BatchNorm(name=f"mrcnn_mask_bn{i}", train_bn=train_bn), f"mrcnn_mask_bn{i}")(x)
+        x = keras.layers.Activation("relu")(x)
+    # [B, N, P, P, 256] -> [B, N, 2P, 2P, 256]
+    x = _td(keras.layers.Conv2DTranspose(256, (2, 2), strides=2, activation="relu",
+                                         name="mrcnn_mask_deconv"), "mrcnn_mask_deconv")(x)
+    # [B, N, 2P, 2P, K]
+    return _td(keras.layers.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid",
+                                   name="mrcnn_mask"), "mrcnn_mask")(x)
+
+
+def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
+                         train_bn=True):
+    """FPN mask head, ROI pooling included.
+
+    rois: [B, N, (y1, x1, y2, x2)] float32, normalized boxes, zero-padded
+        (detection boxes at inference, sampled ROIs in training).
+    feature_maps: [P2, P3, P4, P5], each [B, h, w, D] float32.
+    image_meta: [B, IMAGE_META_SIZE] float32.
+    pool_size: P, MASK_POOL_SIZE (14).
+    num_classes: K.
+    train_bn: Config.TRAIN_BN.
+
+    Returns: mrcnn_mask [B, N, 2P, 2P, K] float32 (see mask_head_graph).
+    """
+    # [B, N, P, P, D]
+    pooled = PyramidROIAlign((pool_size, pool_size), name="roi_align_mask")(
+        [rois, image_meta] + list(feature_maps))
+    return mask_head_graph(pooled, num_classes, train_bn=train_bn)

@@ -1,0 +1,201 @@
+"""Unit tests of the graph parts: BatchNorm modes, TimeDistributed folding,
+RPN anchor order, head shapes, backbone shapes, Config translation.
+Tiny shapes, numbers worked out by hand or by a direct NumPy re-computation."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from mrcnn.config import Config
+from mrcnn.graph.backbone import BatchNorm, compute_backbone_shapes, resnet_graph
+from mrcnn.graph.build import check_image_shape, compute_backbone_shapes as config_backbone_shapes
+from mrcnn.graph.build import layer_args
+from mrcnn.graph.heads import TimeDistributed, classifier_head_graph, mask_head_graph
+from mrcnn.graph.rpn import build_rpn_model
+
+EPS = 1e-3  # Keras' (and Matterport's) BatchNormalization epsilon
+
+
+def _bn_with_stats(train_bn, channels=3):
+    """A built BatchNorm with known statistics: mean 1, variance 4, gamma 2, beta 0.5."""
+    bn = BatchNorm(train_bn=train_bn, name="bn_test")
+    bn.build((None, channels))
+    bn.set_weights([np.full(channels, 2.0, "f4"), np.full(channels, 0.5, "f4"),
+                    np.full(channels, 1.0, "f4"), np.full(channels, 4.0, "f4")])
+    return bn
+
+
+X = np.array([[0.0, 1.0, 2.0], [4.0, 5.0, 6.0]], dtype="f4")  # batch mean 2..4, batch var 4
+
+
+def _frozen(x):
+    return (x - 1.0) / np.sqrt(4.0 + EPS) * 2.0 + 0.5
+
+
+def _batch_stats(x):
+    return (x - x.mean(0)) / np.sqrt(x.var(0) + EPS) * 2.0 + 0.5
+
+
+def test_batchnorm_frozen_ignores_training_flag():
+    bn = _bn_with_stats(train_bn=False)
+    out = np.asarray(bn(X, training=True))
+    np.testing.assert_allclose(out, _frozen(X), rtol=1e-6)
+    # Frozen: the moving statistics were not updated by the training call.
+    np.testing.assert_array_equal(bn.get_weights()[2], np.full(3, 1.0, "f4"))
+
+
+def test_batchnorm_none_follows_training_flag():
+    bn = _bn_with_stats(train_bn=None)
+    np.testing.assert_allclose(np.asarray(bn(X, training=False)), _frozen(X), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(bn(X, training=True)), _batch_stats(X), rtol=1e-5)
+
+
+def test_batchnorm_true_uses_batch_statistics_at_inference():
+    bn = _bn_with_stats(train_bn=True)
+    np.testing.assert_allclose(np.asarray(bn(X, training=False)), _batch_stats(X), rtol=1e-5)
+
+
+def test_batchnorm_config_round_trip_and_bad_value():
+    bn = BatchNorm(train_bn=False, name="bn_x")
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(bn)))
+    assert config["registered_name"] == "mrcnn>BatchNorm"
+    clone = keras.saving.deserialize_keras_object(config)
+    assert isinstance(clone, BatchNorm) and clone.train_bn is False and clone.name == "bn_x"
+    with pytest.raises(ValueError, match="train_bn"):
+        BatchNorm(train_bn="no")
+
+
+@pytest.mark.parametrize("train_bn, expect", [(False, _frozen), (None, _batch_stats)])
+def test_time_distributed_batchnorm_honours_train_bn(train_bn, expect):
+    """TimeDistributed(BatchNorm) inside a model run with training=True: a
+    frozen BN (TRAIN_BN False) still uses the moving statistics; TRAIN_BN None
+    gets the training flag through our TimeDistributed and uses batch ones."""
+    inp = keras.Input((None, 3))
+    td = TimeDistributed(BatchNorm(train_bn=train_bn, name="bn_td"), name="bn_td")
+    model = keras.Model(inp, td(inp))
+    td.layer.set_weights([np.full(3, 2.0, "f4"), np.full(3, 0.5, "f4"),
+                          np.full(3, 1.0, "f4"), np.full(3, 4.0, "f4")])
+    x = X[np.newaxis]  # [1, 2, 3]: batch 1, 2 steps
+    # predict() is inference: moving statistics for every mode but True.
+    np.testing.assert_allclose(model.predict_on_batch(x)[0], _frozen(X), rtol=1e-6)
+    out = np.asarray(model(x, training=True))[0]
+    np.testing.assert_allclose(out, expect(X), rtol=1e-5)
+
+
+def test_time_distributed_folds_time_into_batch():
+    """Our TimeDistributed equals the layer applied to every [b, t] slice, with
+    the batch and time axes dynamic (one model, two values of N)."""
+    rng = np.random.default_rng(0)
+    conv = keras.layers.Conv2D(6, (3, 3), padding="valid", name="td_conv")
+    inp = keras.Input((None, 5, 5, 4))
+    model = keras.Model(inp, TimeDistributed(conv, name="td_conv")(inp))
+    assert model.output.shape == (None, None, 3, 3, 6)
+    for n in (3, 7):
+        x = rng.normal(size=(2, n, 5, 5, 4)).astype("f4")
+        out = model.predict_on_batch(x)
+        assert out.shape == (2, n, 3, 3, 6)
+        expected = np.stack([np.asarray(conv(x[b])) for b in range(2)])
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_time_distributed_serializes_as_mrcnn_class():
+    td = TimeDistributed(keras.layers.Dense(4, name="d"), name="d")
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(td)))
+    clone = keras.saving.deserialize_keras_object(config)
+    assert type(clone) is TimeDistributed and isinstance(clone, keras.layers.TimeDistributed)
+    assert clone.name == "d" and clone.layer.units == 4
+
+
+def test_rpn_model_layout_and_anchor_order():
+    """Outputs reshape row-major over (y, x, anchor); batch is dynamic."""
+    rpn = build_rpn_model(anchor_stride=1, anchors_per_location=3, depth=8)
+    assert rpn.name == "rpn_model"
+    assert [l.name for l in rpn.layers if l.weights] == ["rpn_conv_shared", "rpn_class_raw",
+                                                         "rpn_bbox_pred"]
+    raw = keras.Model(rpn.inputs, [rpn.get_layer("rpn_class_raw").output,
+                                   rpn.get_layer("rpn_bbox_pred").output])
+    x = np.random.default_rng(1).normal(size=(2, 4, 5, 8)).astype("f4")
+    logits, probs, bbox = rpn.predict_on_batch(x)
+    raw_class, raw_bbox = raw.predict_on_batch(x)
+    assert logits.shape == (2, 4 * 5 * 3, 2) and bbox.shape == (2, 60, 4)
+    for b, y, xx, a in [(0, 0, 0, 0), (1, 2, 3, 1), (1, 3, 4, 2), (0, 1, 0, 2)]:
+        row = (y * 5 + xx) * 3 + a
+        np.testing.assert_array_equal(logits[b, row], raw_class[b, y, xx, 2 * a:2 * a + 2])
+        np.testing.assert_array_equal(bbox[b, row], raw_bbox[b, y, xx, 4 * a:4 * a + 4])
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    np.testing.assert_allclose(probs, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+def test_head_output_shapes_follow_num_classes():
+    pooled = keras.Input((None, 7, 7, 16))
+    pooled_mask = keras.Input((None, 14, 14, 16))
+    logits, probs, bbox = classifier_head_graph(pooled, 7, num_classes=3, train_bn=False,
+                                                fc_layers_size=32)
+    mask = mask_head_graph(pooled_mask, num_classes=3, train_bn=False)
+    model = keras.Model([pooled, pooled_mask], [logits, probs, bbox, mask])
+    rng = np.random.default_rng(2)
+    out = model.predict_on_batch([rng.normal(size=(2, 4, 7, 7, 16)).astype("f4"),
+                                  rng.normal(size=(2, 5, 14, 14, 16)).astype("f4")])
+    assert [o.shape for o in out] == [(2, 4, 3), (2, 4, 3), (2, 4, 3, 4), (2, 5, 28, 28, 3)]
+    np.testing.assert_allclose(out[1].sum(-1), 1.0, rtol=1e-5)
+    assert out[3].min() >= 0.0 and out[3].max() <= 1.0
+    assert model.get_layer("mrcnn_class_logits").layer.kernel.shape == (32, 3)
+    assert model.get_layer("mrcnn_bbox_fc").layer.kernel.shape == (32, 12)
+    assert model.get_layer("mrcnn_mask").layer.kernel.shape == (1, 1, 256, 3)
+
+
+def test_compute_backbone_shapes():
+    strides = [4, 8, 16, 32, 64]
+    np.testing.assert_array_equal(compute_backbone_shapes((256, 256, 3), strides),
+                                  [[64, 64], [32, 32], [16, 16], [8, 8], [4, 4]])
+    # ceil, not floor: a 100x70 image gives 25x18 cells at stride 4, 2x2 at 64.
+    np.testing.assert_array_equal(compute_backbone_shapes((100, 70), strides),
+                                  [[25, 18], [13, 9], [7, 5], [4, 3], [2, 2]])
+    custom = compute_backbone_shapes((64, 64), strides, lambda s: [[s[0] // 2, s[1] // 2]])
+    np.testing.assert_array_equal(custom, [[32, 32]])
+
+
+def test_config_backbone_shapes_use_compute_backbone_shape_for_callable():
+    class Custom(Config):
+        NAME = "custom"
+        BACKBONE = staticmethod(lambda image, stage5=True, train_bn=None: None)
+        COMPUTE_BACKBONE_SHAPE = staticmethod(lambda shape: np.array([[1, 2]] * 5))
+
+    class Plain(Config):
+        NAME = "plain"
+        IMAGE_MAX_DIM = 128
+        IMAGE_MIN_DIM = 128
+
+    np.testing.assert_array_equal(config_backbone_shapes(Custom(), (64, 64)), [[1, 2]] * 5)
+    np.testing.assert_array_equal(config_backbone_shapes(Plain(), Plain().IMAGE_SHAPE),
+                                  [[32, 32], [16, 16], [8, 8], [4, 4], [2, 2]])
+
+
+def test_layer_args_are_plain_json():
+    class Small(Config):
+        NAME = "small"
+        NUM_CLASSES = 4
+        BACKBONE = "resnet50"
+
+    args = layer_args(Small())
+    assert json.loads(json.dumps(args)) == json.loads(json.dumps(args))  # JSON-ready
+    assert args["rpn"] == {"anchor_stride": 1, "anchors_per_location": 3, "depth": 256}
+    assert args["classifier"] == {"pool_size": 7, "num_classes": 4, "train_bn": False,
+                                  "fc_layers_size": 1024}
+    assert args["mask"] == {"pool_size": 14, "num_classes": 4, "train_bn": False}
+    assert args["proposal"]["rpn_bbox_std_dev"] == (0.1, 0.1, 0.2, 0.2)
+    assert args["detection"]["detection_max_instances"] == 100
+
+
+def test_bad_architecture_and_image_shape_raise_clearly():
+    with pytest.raises(ValueError, match="resnet152"):
+        resnet_graph(keras.Input((None, None, 3)), "resnet152")
+
+    class Odd(Config):
+        NAME = "odd"
+
+    config = Odd()
+    config.IMAGE_SHAPE = np.array([200, 256, 3])
+    with pytest.raises(ValueError, match="IMAGE_SHAPE is 200x256.*divisible by 64"):
+        check_image_shape(config)
