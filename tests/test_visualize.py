@@ -434,3 +434,20 @@ def test_display_weight_stats_matterport_names(capsys):
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
     assert names == ["mrcnn_class_conv1/kernel:0", "mrcnn_class_conv1/bias:0",
                      "rpn_conv_shared/kernel:0", "rpn_conv_shared/bias:0"]
+
+
+def test_display_differences_unsorted_predictions():
+    """Scores and IoUs stay paired when predictions are not sorted by score."""
+    image, boxes, masks, class_ids = scene()
+    half_disk = masks[..., 1].copy()
+    half_disk[:, 30:] = False
+    iou = half_disk.sum() / masks[..., 1].sum()
+    pred_masks = np.stack([half_disk, masks[..., 0]], axis=-1)
+    pred_boxes = np.array([[14, 24, 27, 30], [8, 4, 32, 16]])
+    fig, ax = plt.subplots()
+    visualize.display_differences(image, boxes, class_ids, masks, pred_boxes,
+                                  np.array([2, 1]), np.array([0.6, 0.9]), pred_masks,
+                                  CLASS_NAMES, ax=ax)
+    assert [t.get_text() for t in ax.texts][2:] == [
+        "0.90 / 1.00", "0.60 / {:.2f}".format(iou)]
+    assert 0.4 < iou < 0.7
