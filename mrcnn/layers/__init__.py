@@ -3,6 +3,7 @@
 Each layer takes plain constructor values (never the Config), round-trips
 through ``get_config()`` and is registered as ``mrcnn>ClassName``.
 """
+from mrcnn.layers.proposal import ProposalLayer
 from mrcnn.layers.roi_align import PyramidROIAlign
 
-__all__ = ["PyramidROIAlign"]
+__all__ = ["ProposalLayer", "PyramidROIAlign"]
