@@ -29,14 +29,16 @@ Files are written in the Keras 2 layout with Matterport's names, so that
 Matterport (Keras 2) can read our checkpoints and ``weight_manifest()`` of our
 inference model equals ``tests/golden/matterport_r101_coco_weights.tsv``.
 
-Weight order inside a layer is Keras' legacy HDF5 order, ``trainable_weights +
-non_trainable_weights`` (Keras 2 and Keras 3 ``legacy_h5_format`` both use it):
-Conv2D, Dense, Conv2DTranspose -> kernel, bias; BatchNormalization -> gamma,
-beta, moving_mean, moving_variance. For the layers of this model it is also
-Keras 3's ``layer.weights`` order. When reading, a layer's weights are paired
-by name (``<inner layer>/<kind>``) when the file's names and ours agree, and
-by position otherwise (Keras 2 behaviour), so a file whose weights were listed
-in another order still loads correctly.
+Weight order inside a layer: Conv2D, Dense, Conv2DTranspose -> kernel, bias;
+BatchNormalization -> gamma, beta, moving_mean, moving_variance; a nested
+model -> its layers in order. Keras 2 stored ``trainable_weights +
+non_trainable_weights``; for every layer of Mask R-CNN, trainable or frozen,
+that is Keras 3's ``layer.weights`` order, which we write (it does not change
+with ``trainable``). It would differ only for a nested model holding a
+BatchNormalization, which Mask R-CNN does not have. When reading, a layer's
+weights are paired by name (``<inner layer>/<kind>``) when the file's names
+and ours agree, and by position otherwise (Keras 2 behaviour), so a file
+listing a layer's weights in another order still loads correctly.
 
 Why not Keras' own loader: Keras 3's ``load_weights(by_name=True)`` for legacy
 files has no ``exclude``, stops at the first mismatch with a message that does
@@ -134,11 +136,6 @@ class LoadReport:
 #  Naming: the Keras 2 view of a Keras 3 model
 ############################################################
 
-def _legacy_weights(layer):
-    """A layer's weights in Keras' legacy HDF5 order (trainable first)."""
-    return list(layer.trainable_weights) + list(layer.non_trainable_weights)
-
-
 def _owner_names(layer):
     """Maps id(variable) -> name of the innermost non-model layer owning it.
 
@@ -159,7 +156,7 @@ def _owner_names(layer):
 
 def _layer_entries(layer):
     """[(variable, Keras 2 weight name)] of one top-level layer, in file order."""
-    weights = _legacy_weights(layer)
+    weights = list(layer.weights)
     if isinstance(layer, keras.Model):
         owners = _owner_names(layer)
         entries = [(w, f"{owners.get(id(w), layer.name)}/{w.name}:0") for w in weights]
@@ -212,6 +209,8 @@ def _read_str_list(group, name):
             k += 1
     out = []
     for chunk in chunks:
+        if isinstance(chunk, h5py.Empty):   # an attribute with no data space
+            continue
         out.extend(_decode(v) for v in np.atleast_1d(np.asarray(chunk, dtype=object)).ravel())
     return out
 
@@ -604,11 +603,22 @@ def save_weights(keras_model, filepath):
             _write_keras2(f, keras_model)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())   # data on disk before the rename makes it visible
+        # mkstemp creates the file 0600; give it the mode a plain open() would
+        # (or the mode of the file it replaces), so others can read checkpoints.
+        os.chmod(tmp_path, _target_mode(filepath))
         os.replace(tmp_path, filepath)
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def _target_mode(filepath):
+    if os.path.exists(filepath):
+        return os.stat(filepath).st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _write_keras2(f, keras_model):

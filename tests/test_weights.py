@@ -213,8 +213,13 @@ def test_manifest_names_follow_the_golden_tsv(toy, golden_dir):
         assert ours[group] == tsv[group], group
 
 
-def test_keras3_weight_order_is_keras2_order(toy):
-    """layer.weights (Keras 3) lists weights in Keras 2's HDF5 order."""
+@pytest.mark.parametrize("trainable", [True, False])
+def test_keras3_weight_order_is_keras2_order(trainable):
+    """layer.weights (Keras 3) lists weights in Keras 2's HDF5 order
+    (trainable_weights + non_trainable_weights), trainable or frozen."""
+    toy = build_toy_model()
+    for layer in toy.layers:
+        layer.trainable = trainable
     kinds = {layer.name: [w.name for w in layer.weights] for layer in toy.layers}
     for name in ("conv1", "fpn_c2p2", "mrcnn_class_conv1", "mrcnn_class_logits",
                  "mrcnn_bbox_fc", "mrcnn_mask_deconv", "mrcnn_mask"):
@@ -223,7 +228,10 @@ def test_keras3_weight_order_is_keras2_order(toy):
         assert kinds[name] == ["gamma", "beta", "moving_mean", "moving_variance"], name
     assert kinds["rpn_model"] == ["kernel", "bias"] * 3
     for layer in toy.layers:
-        assert [id(w) for w in W._legacy_weights(layer)] == [id(w) for w in layer.weights]
+        legacy = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        assert [id(w) for w in legacy] == [id(w) for w in layer.weights], layer.name
+    # and the file order does not depend on it
+    assert [tuple(e) for e in W.weight_manifest(toy)] == expected_manifest()
 
 
 ########################################################################
@@ -299,6 +307,25 @@ def test_missing_layers_left_untouched_and_listed(tmp_path, fresh_toy, capsys):
                      before[("fpn_c2p2", "fpn_c2p2/kernel:0")])
     out = capsys.readouterr().out
     assert "fpn_c2p2, mrcnn_mask" in out and "Loaded weights of 8 layers" in out
+
+
+def test_empty_attribute_and_weightless_groups(tmp_path):
+    """A weightless layer whose weight_names has no data space (h5py.Empty)."""
+    path = tmp_path / "w.h5"
+    kernel = recipe_value("conv1/kernel:0", (3, 3, 3, 4))
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"input_1", b"conv1"])
+        f.create_group("input_1").attrs["weight_names"] = h5py.Empty("S1")
+        g = f.create_group("conv1")
+        g.attrs["weight_names"] = np.array([b"conv1/kernel:0", b"conv1/bias:0"])
+        g["conv1/kernel:0"] = kernel
+        g["conv1/bias:0"] = np.arange(4, dtype=np.float32)
+    small = keras.Sequential([KL.Input((16, 16, 3)), KL.Conv2D(4, 3, name="conv1")])
+    report = W.load_weights(small, path, verbose=0)
+    assert report.loaded == ["conv1"]
+    assert_bit_exact(keras.ops.convert_to_numpy(small.layers[0].kernel), kernel)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(small.layers[0].bias),
+                                  [0, 1, 2, 3])
 
 
 def test_unused_file_layers_reported(tmp_path):
@@ -465,6 +492,10 @@ def test_writer_layout(tmp_path, toy):
                 manifest.append((layer_name.decode(), w.decode(), group[w.decode()].shape))
     assert manifest == expected_manifest()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]   # no temp file left
+    # Same permissions as a file created with open(), not mkstemp's 0600.
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 @pytest.mark.parametrize("by_name", [True, False])
