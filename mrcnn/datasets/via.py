@@ -131,8 +131,10 @@ def read_via_annotations(path):
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        csv_hint = (" VIA CSV exports are not supported: export the annotations as json."
+                    if path.lower().endswith(".csv") else "")
         raise ValueError(f"VIA annotation file {path} is not valid JSON ({e}); "
-                         f"expected {_EXPECTED_VIA}.") from None
+                         f"expected {_EXPECTED_VIA}.{csv_hint}") from None
     if not isinstance(data, dict):
         raise ValueError(f"VIA annotation file {path}: the top level is a "
                          f"{type(data).__name__}, expected an object; expected {_EXPECTED_VIA}.")

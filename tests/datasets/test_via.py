@@ -192,6 +192,10 @@ def test_missing_folder_and_files_name_the_path(tmp_path):
     ann.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load(tmp_path)
+    csv = tmp_path / "train" / "via.csv"
+    csv.write_text("filename,file_size,file_attributes,region_count\n")
+    with pytest.raises(ValueError, match="CSV exports are not supported"):
+        load(tmp_path, annotation_file="via.csv")
     ann.write_text("[1, 2]")
     with pytest.raises(ValueError, match="expected an object"):
         load(tmp_path)
