@@ -393,28 +393,18 @@ _RGB_CONVERTIBLE = ("RGB", "YCbCr", "LAB", "HSV", "RGBX")
 
 
 def _high_bit_to_uint8(array, mode):
-    """Scales an integer or float single-channel image to uint8.
-
-    Rules (documented in ``read_image``):
-    * 16-bit (modes ``I;16*``) and 32-bit images whose values all lie in
-      0..65535: round(v / 257), so 0 -> 0, 65535 -> 255, 257*k -> k.
-    * other 32-bit integer images: negatives clipped to 0, round(v * 255 /
-      (2**31 - 1)) (the full positive range of Pillow's signed 32-bit mode).
-    * float: if every finite value is in [0, 1], round(v * 255); otherwise the
-      values are taken as 0..255 and clipped. NaN becomes 0.
-    """
+    """Scales a single-channel integer (mode "I") or float (mode "F") image
+    to uint8; the rules are listed in ``read_image``."""
     if mode == "F":
         a = np.asarray(array, dtype=np.float64)
-        finite = np.isfinite(a)
-        a = np.where(finite, a, 0.0)
+        a = np.where(np.isfinite(a), a, 0.0)
         if a.size and a.min() >= 0.0 and a.max() <= 1.0:
             a = a * 255.0
         return np.rint(np.clip(a, 0.0, 255.0)).astype(np.uint8)
     a = np.asarray(array).astype(np.int64)
     if a.size == 0 or (a.min() >= 0 and a.max() <= 65535):
-        return np.rint(a / 257.0).astype(np.uint8)
-    a = np.clip(a, 0, 2 ** 31 - 1)
-    return np.rint(a * (255.0 / (2 ** 31 - 1))).astype(np.uint8)
+        return (a >> 8).astype(np.uint8)                      # 16-bit: top 8 bits
+    return (np.clip(a, 0, 2 ** 31 - 1) >> 23).astype(np.uint8)  # 32-bit: top 8 of 31 bits
 
 
 def _pil_to_array(img, channels, path):
@@ -479,8 +469,10 @@ def read_image(path, channels=3):
     path: path of any image Pillow can read (JPEG, PNG, TIFF, BMP, GIF,
         WebP, PNM ...).
     channels: 3 (default) gives RGB; 1 grayscale [H, W, 1]; 4 RGBA (alpha
-        255 when the file has none). Other counts (e.g. multi-band TIFF) are
-        read with ``skimage.io.imread`` and must match the file exactly.
+        255 when the file has none). Other counts (e.g. a 5-band TIFF), and
+        files Pillow cannot identify, are read with ``skimage.io.imread``
+        (tifffile, imageio); then the file must have exactly that many
+        channels (or be gray, for 1/3/4).
 
     Conversion rules (the same for every file, so a data set mixing formats
     gives consistent arrays):
@@ -494,14 +486,20 @@ def read_image(path, channels=3):
       transparency becomes alpha.
     * CMYK is converted by Pillow: R = round((255 - C) * (255 - K) / 255),
       likewise G from M and B from Y (not by dropping K).
-    * 16-bit images: round(v / 257) (0 -> 0, 65535 -> 255). 32-bit integer
-      images whose values fit in 16 bits are treated as 16-bit; otherwise
-      negatives clip to 0 and round(v * 255 / (2**31 - 1)). Float images
-      (float TIFF): values in [0, 1] are multiplied by 255, otherwise taken
-      as 0..255 and clipped; NaN becomes 0. Pillow itself decodes 16-bit
-      *colour* PNGs to 8 bits (high byte).
+    * More than 8 bits per sample: the top 8 bits are kept. 16-bit:
+      v >> 8 = floor(v / 256), so 0 -> 0, 65535 -> 255 and 8-bit data stored
+      as 16 bits (257 * k) -> k. This is what Pillow does itself when it
+      decodes 16-bit colour PNG/TIFF files, and what
+      ``skimage.util.img_as_ubyte`` does, so gray and colour files agree.
+      32-bit integer images (Pillow mode "I", signed) whose values all fit
+      in 0..65535 are 16-bit data (16-bit PGM files, some TIFFs) and get the
+      same rule; otherwise negatives clip to 0 and v >> 23 (the top 8 of the
+      31 value bits).
+    * Float images (float TIFF): if every value is in [0, 1], round(v * 255);
+      otherwise the values are taken as 0..255, clipped and rounded. NaN and
+      infinities become 0.
     * For 1 channel, colour images use Pillow's ITU-R 601-2 luma
-      L = R * 299/1000 + G * 587/1000 + B * 114/1000.
+      L = round(0.299 R + 0.587 G + 0.114 B).
 
     Raises FileNotFoundError if the file does not exist and ImageReadError
     (an OSError) naming the file if it is not an image, is truncated or
@@ -524,7 +522,8 @@ def read_image(path, channels=3):
             img = ImageOps.exif_transpose(img)
             return _pil_to_array(img, channels, path)
     except UnidentifiedImageError as e:
-        raise ImageReadError(f"{path} is not an image file Pillow can read ({e}).") from e
+        # Not a format Pillow knows (e.g. a 2- or 5-band TIFF): try skimage.io.
+        return _read_n_channels(path, channels, cause=e)
     except ImageReadError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -535,25 +534,35 @@ def read_image(path, channels=3):
             f"corrupt; re-download or re-export it, or remove it from the data set.") from e
 
 
-def _read_n_channels(path, channels):
-    """Reads files with a channel count Pillow has no mode for (e.g. 5-band
-    TIFF) through skimage.io; only uint8 data with exactly ``channels``
-    channels is accepted."""
+def _read_n_channels(path, channels, cause=None):
+    """Reads a file Pillow cannot (e.g. a 5-band or 2-band TIFF) with
+    ``skimage.io.imread``. Gray gives 1/3/4 channels as ``read_image`` does;
+    otherwise the file must have exactly ``channels`` channels. uint16 data
+    keeps its top 8 bits, as in ``read_image``."""
     import skimage.io
     try:
-        image = skimage.io.imread(path)
+        image = np.asarray(skimage.io.imread(path))
     except Exception as e:  # any decoder failure
-        raise ImageReadError(f"Cannot decode image {path}: {e}.") from e
+        detail = f"{cause}; skimage.io: {e}" if cause is not None else str(e)
+        raise ImageReadError(
+            f"Cannot decode image {path}: {detail}. The file is probably truncated, "
+            f"corrupt or not an image; re-export it or remove it from the data set.") from e
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ImageReadError(f"{path}: {image.dtype} data with shape {image.shape} is not "
+                             f"converted automatically; override Dataset.load_image.")
     if image.ndim == 2:
         image = image[:, :, None]
+    if image.ndim == 3 and image.shape[-1] == 1 and channels in (3, 4):
+        image = np.repeat(image, 3, axis=2)
+        if channels == 4:
+            image = np.concatenate([image, np.full_like(image[..., :1], 255)], axis=2)
     if image.ndim != 3 or image.shape[-1] != channels:
         raise ImageReadError(
             f"{path} has shape {image.shape} but {channels} channels were requested "
             f"(Dataset.image_channel_count / config.IMAGE_CHANNEL_COUNT). Override "
             f"Dataset.load_image to build {channels}-channel images from it.")
-    if image.dtype != np.uint8:
-        raise ImageReadError(f"{path}: {image.dtype} {channels}-channel images are not "
-                             f"converted automatically; override Dataset.load_image.")
     return image
 
 
