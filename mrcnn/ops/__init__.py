@@ -11,6 +11,7 @@ from mrcnn.ops.boxes import (
     norm_boxes_graph,
     overlaps_graph,
 )
+from mrcnn.ops.detection import refine_detections
 from mrcnn.ops.image_meta import parse_image_meta_graph
 from mrcnn.ops.proposals import generate_proposals
 from mrcnn.ops.roi_align import pyramid_roi_align, roi_level
@@ -24,6 +25,7 @@ __all__ = [
     "overlaps_graph",
     "parse_image_meta_graph",
     "generate_proposals",
+    "refine_detections",
     "pyramid_roi_align",
     "roi_level",
 ]
