@@ -51,6 +51,7 @@ only then is anything assigned.
 import dataclasses
 import errno
 import os
+import re
 import tempfile
 from typing import NamedTuple
 
@@ -314,6 +315,9 @@ def _check_readable(filepath):
             errno.ENOENT, f"Weight file not found: '{filepath}'. Check the path "
             "(Matterport's COCO weights are mask_rcnn_coco.h5 from the project's "
             "releases page)", filepath)
+    if os.path.isdir(filepath):
+        raise WeightFileError(f"'{filepath}' is a directory, not a weight file; pass "
+                              "the path of an .h5 file (e.g. model.find_last()).")
     if not h5py.is_hdf5(filepath):
         raise WeightFileError(
             f"'{filepath}' is not an HDF5 file (no HDF5 signature). Weight files are "
@@ -370,7 +374,9 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None,
         name; model layers with no weights in the file stay untouched (listed
         in the report's ``missing``). False: the file's layers that carry
         weights load into the model's weight-carrying layers in order (Keras 2
-        semantics for Keras 2 files; Keras 3's own loader for Keras 3 files).
+        semantics for Keras 2 files). Keras 3 files name their layers; when
+        those names are the model's, in order means by name, otherwise
+        Keras 3's own structural loader is used.
     exclude: names of model layers not to load. Like Matterport, a non-empty
         ``exclude`` implies ``by_name=True``.
     skip_mismatch: skip layers whose weight count or shapes differ instead of
@@ -388,6 +394,7 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None,
     """
     filepath = os.fspath(filepath)
     exclude = set(exclude or ())
+    plan = report = None
     if exclude:
         by_name = True
     _check_readable(filepath)
@@ -399,9 +406,14 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None,
                 file_layers = _read_keras2(root)
             elif "layers" in f or "vars" in f:
                 file_format = "keras3"
-                file_layers = None
-                if by_name:
+                plan = None
+                try:
                     plan, report = _plan_keras3_by_name(f, keras_model, exclude, filepath)
+                except WeightMismatchError:
+                    if by_name:
+                        raise
+                if not by_name and plan is not None and (report.missing or report.unused):
+                    plan = None
             else:
                 raise WeightFileError(
                     f"'{filepath}' is HDF5 but neither a Keras 2 weight file (no "
@@ -414,8 +426,13 @@ def load_weights(keras_model, filepath, by_name=False, exclude=None,
             f"Could not read weights from '{filepath}': {e}. The file may be "
             "truncated or corrupt; download or copy it again.") from e
 
-    if file_format == "keras3" and not by_name:
-        return _load_keras3_in_order(keras_model, filepath, skip_mismatch, verbose)
+    if file_format == "keras3":
+        # Keras 3 files name every layer, so when the file's layers and the
+        # model's carry the same names, pairing by name IS pairing in order,
+        # with our checks and messages. Otherwise Keras' structural loader.
+        if plan is None:
+            return _load_keras3_in_order(keras_model, filepath, skip_mismatch, verbose)
+        report.by_name = by_name
     if file_format == "keras2":
         if by_name:
             plan, report = _plan_keras2_by_name(file_layers, keras_model, exclude, filepath)
@@ -553,8 +570,10 @@ def _load_keras3_in_order(keras_model, filepath, skip_mismatch, verbose):
     try:
         keras_model.load_weights(filepath, skip_mismatch=skip_mismatch)
     except ValueError as e:
+        # Drop the variables' values Keras prints in its message.
+        message = re.sub(r"value=\[.*?\]>", "...>", str(e), flags=re.S)
         raise WeightMismatchError(
-            f"Keras could not load '{filepath}' into the model: {e}\nTry "
+            f"Keras could not load '{filepath}' into the model: {message}\nTry "
             "load_weights(..., by_name=True, exclude=[...]) to skip the layers "
             "that differ.") from e
     report = LoadReport(filepath, "keras3", by_name=False,

@@ -461,6 +461,68 @@ def test_keras3_exclude_heads(tmp_path, fresh_toy):
         assert_bit_exact(value, expected)
 
 
+def test_keras3_in_order_mismatch(tmp_path, fresh_toy):
+    path = tmp_path / "seven.weights.h5"
+    build_toy_model(num_classes=7).save_weights(path)
+    before = model_values(fresh_toy)
+    with pytest.raises(W.WeightMismatchError) as info:
+        W.load_weights(fresh_toy, path, by_name=False, verbose=0)
+    message = str(info.value)
+    assert str(path) in message
+    assert ("layer 'mrcnn_class_logits', weight 'mrcnn_class_logits/kernel:0': the file "
+            "has shape (10, 7) (stored as '/layers/time_distributed_4/layer/vars/0'), "
+            "the model expects (10, 4)") in message
+    assert 'by_name=True, exclude=["mrcnn_class_logits", "mrcnn_bbox_fc",' in message
+    after = model_values(fresh_toy)   # nothing half-loaded
+    for key in before:
+        assert_bit_exact(after[key], before[key])
+
+
+def test_keras3_in_order_with_other_layer_names(tmp_path):
+    """Auto-named layers differ between two builds: in order falls back to
+    Keras' structural loader, by name finds nothing to load."""
+    def build():
+        return keras.Sequential([KL.Input((8, 8, 3)), KL.Conv2D(4, 3), KL.BatchNormalization()])
+    first, second = build(), build()
+    assert [layer.name for layer in first.layers] != [layer.name for layer in second.layers]
+    path = tmp_path / "auto.weights.h5"
+    first.save_weights(path)
+    report = W.load_weights(second, path, by_name=True, verbose=0)
+    assert report.loaded == [] and report.missing == [layer.name for layer in second.layers]
+    report = W.load_weights(second, path, by_name=False, verbose=0)
+    assert report.loaded == [layer.name for layer in second.layers]
+    for a, b in zip(first.weights, second.weights):
+        assert_bit_exact(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a))
+    # A mismatch in Keras' own loader is reported without the variables' values.
+    third = keras.Sequential([KL.Input((8, 8, 3)), KL.Conv2D(5, 3), KL.BatchNormalization()])
+    with pytest.raises(W.WeightMismatchError) as info:
+        W.load_weights(third, path, by_name=False, verbose=0)
+    assert str(path) in str(info.value) and "value=[" not in str(info.value)
+
+
+def test_keras3_file_under_another_name(tmp_path, toy):
+    """Recognized by content, not by the .weights.h5 suffix."""
+    path = tmp_path / "toy.weights.h5"
+    toy.save_weights(path)
+    renamed = tmp_path / "mask_rcnn_toy_0003.h5"
+    path.rename(renamed)
+    for by_name in (False, True):
+        model = build_toy_model()
+        report = W.load_weights(model, renamed, by_name=by_name, verbose=0)
+        assert report.format == "keras3" and len(report.loaded) == 10
+        assert_bit_exact(model_values(model)[("rpn_model", "rpn_class_raw/kernel:0")],
+                         model_values(toy)[("rpn_model", "rpn_class_raw/kernel:0")])
+    # Keras' structural loader (needed when names differ) wants the suffix.
+    other = keras.Sequential([KL.Input((16, 16, 3)), KL.Conv2D(4, 3)])
+    with pytest.raises(W.WeightFileError, match="Rename it, or pass by_name=True"):
+        W.load_weights(other, renamed, by_name=False, verbose=0)
+
+
+def test_directory_instead_of_file(tmp_path, toy):
+    with pytest.raises(W.WeightFileError, match="is a directory"):
+        W.load_weights(toy, tmp_path, verbose=0)
+
+
 ########################################################################
 # Writing
 ########################################################################
