@@ -210,3 +210,75 @@ def test_seeded_sampling_is_reproducible():
 def test_bad_arguments(bad):
     with pytest.raises(ValueError):
         _run(**bad)
+
+
+def _numpy_reference(proposals, class_ids, boxes):
+    """Matterport's per-image rules in plain NumPy, before subsampling.
+
+    Returns (positive index -> (class id, deltas before / std)), negative index set.
+    """
+    real = np.abs(proposals).sum(1) > 0
+    valid = np.abs(boxes).sum(1) > 0
+    gt = valid & (class_ids > 0)
+    crowd = valid & (class_ids < 0)
+
+    def iou(a, b):
+        y1, x1 = max(a[0], b[0]), max(a[1], b[1])
+        y2, x2 = min(a[2], b[2]), min(a[3], b[3])
+        inter = max(x2 - x1, 0) * max(y2 - y1, 0)
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+
+    positives, negatives = {}, set()
+    for i in np.nonzero(real)[0]:
+        ious = [iou(proposals[i], boxes[j]) if gt[j] else -1.0 for j in range(len(boxes))]
+        crowd_max = max([iou(proposals[i], boxes[j]) for j in np.nonzero(crowd)[0]], default=0.0)
+        j = int(np.argmax(ious))
+        if ious[j] >= 0.5:
+            p, g = proposals[i].astype(np.float64), boxes[j].astype(np.float64)
+            h, w = p[2] - p[0], p[3] - p[1]
+            gh, gw = g[2] - g[0], g[3] - g[1]
+            d = [(g[0] + 0.5 * gh - p[0] - 0.5 * h) / h, (g[1] + 0.5 * gw - p[1] - 0.5 * w) / w,
+                 np.log(gh / h), np.log(gw / w)]
+            positives[i] = (class_ids[j], np.array(d) / STD)
+        elif crowd_max < 0.001:
+            negatives.add(i)
+    return positives, negatives
+
+
+def test_random_batch_against_numpy_reference():
+    rng = np.random.default_rng(5)
+    B, P, G, T = 3, 40, 5, 64
+    boxes = np.zeros((B, G, 4), np.float32)
+    class_ids = np.zeros((B, G), np.int32)
+    proposals = np.zeros((B, P, 4), np.float32)
+    for b in range(B):
+        n_gt = 4 - b                                         # 4, 3, 2 real rows, then padding
+        yx = rng.uniform(0, 0.6, (n_gt, 2))
+        boxes[b, :n_gt] = np.concatenate([yx, yx + rng.uniform(0.1, 0.4, (n_gt, 2))], 1)
+        class_ids[b, :n_gt] = rng.integers(1, 4, n_gt)
+        class_ids[b, 0] = -1                                 # one crowd box per image
+        src = rng.integers(0, n_gt, 25)
+        proposals[b, :25] = boxes[b, src] + rng.normal(0, 0.03, (25, 4))
+        yx = rng.uniform(0, 0.8, (10, 2))
+        proposals[b, 25:35] = np.concatenate([yx, yx + rng.uniform(0.02, 0.2, (10, 2))], 1)
+    masks = np.ones((B, 8, 8, G), bool)
+    rois, out_ids, deltas, _ = [o.numpy() for o in detection_targets(
+        proposals, class_ids, boxes, masks, T, 0.5, (4, 4), True, STD, seed=1)]
+    checked = 0
+    for b in range(B):
+        positives, negatives = _numpy_reference(proposals[b], class_ids[b], boxes[b])
+        assert 0 < len(positives) <= T // 2                   # so none is dropped
+        n_pos = len(positives)
+        n_neg = min(n_pos, len(negatives))                    # int(2 * n_pos) - n_pos
+        rows = [int(np.nonzero((proposals[b] == r).all(1))[0][0]) for r in rois[b, :n_pos + n_neg]]
+        assert set(rows[:n_pos]) == set(positives)
+        assert set(rows[n_pos:]) <= negatives and len(set(rows[n_pos:])) == n_neg
+        np.testing.assert_array_equal(rois[b, n_pos + n_neg:], 0)
+        for j, i in enumerate(rows[:n_pos]):
+            cls, d = positives[i]
+            assert out_ids[b, j] == cls
+            np.testing.assert_allclose(deltas[b, j], d, rtol=1e-4, atol=1e-4)
+            checked += 1
+        np.testing.assert_array_equal(out_ids[b, n_pos:], 0)
+    assert checked >= 10
