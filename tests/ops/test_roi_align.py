@@ -99,3 +99,19 @@ def test_pyramid_roi_align_batch_rows_go_back_in_place(g1):
 def test_pyramid_roi_align_rejects_bad_boxes():
     with pytest.raises(ValueError, match="boxes must be"):
         pyramid_roi_align(np.zeros((3, 4), np.float32), [np.zeros((1, 4, 4, 1), np.float32)], (32, 32), (2, 2))
+
+
+def test_gradient_reaches_feature_maps_not_boxes(g1):
+    import tensorflow as tf
+
+    shape = g1["image_meta"][0, 4:7]
+    fpn = [tf.constant(f) for f in _fpn(g1)]
+    boxes = tf.constant(g1["roialign_boxes8"])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(fpn)
+        tape.watch(boxes)
+        loss = tf.reduce_sum(pyramid_roi_align(boxes, fpn, shape, (7, 7)))
+    grads = tape.gradient(loss, fpn)
+    # Two boxes per level in roialign_boxes8: every level gets a non-zero gradient.
+    assert all(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in grads)
+    assert tape.gradient(loss, boxes) is None  # stop_gradient, as in Matterport
