@@ -29,6 +29,11 @@ Differences from Matterport, none of which changes a value it produces:
   boxes are only computed from positives (whose gt box has IoU >= 0.5 and
   therefore a non-zero area). Matterport's ``tf.Assert`` that there is at least
   one proposal is dropped: no proposals give all-padding outputs.
+* The outputs carry no gradient (``tf.stop_gradient`` on the proposals), as
+  the Faster R-CNN paper's approximate joint training prescribes. In
+  Matterport a gradient could flow from the target deltas and masks back
+  through the ProposalLayer into the RPN's box predictions; forward values
+  are the same, only that stray gradient is gone.
 * No gt instances (or only crowds): no positives, hence, by rule 4, no
   negatives either; every output row is zero padding with class id 0. This is
   what Matterport computes; the classifier loss still sees those rows as
@@ -133,7 +138,9 @@ def detection_targets(proposals, gt_class_ids, gt_boxes, gt_masks,
     # Matterport: positive_count = int(T * ratio) in Python floats.
     max_positives = int(T * float(roi_positive_ratio))
 
-    proposals = tf.cast(tf.convert_to_tensor(proposals), tf.float32)
+    # Targets are constants for the losses: no gradient flows back into the
+    # proposals (the paper's "approximate joint training", Faster R-CNN §3.2).
+    proposals = tf.stop_gradient(tf.cast(tf.convert_to_tensor(proposals), tf.float32))
     gt_class_ids = tf.cast(tf.convert_to_tensor(gt_class_ids), tf.int32)
     gt_boxes = tf.cast(tf.convert_to_tensor(gt_boxes), tf.float32)
     gt_masks = tf.convert_to_tensor(gt_masks)

@@ -282,3 +282,13 @@ def test_random_batch_against_numpy_reference():
             checked += 1
         np.testing.assert_array_equal(out_ids[b, n_pos:], 0)
     assert checked >= 10
+
+
+def test_targets_carry_no_gradient():
+    proposals = tf.Variable(np.asarray([PROPOSALS], np.float32))
+    with tf.GradientTape() as tape:
+        rois, _, deltas, _ = detection_targets(
+            proposals, np.array([[1, 2]], np.int32), np.array([[G1, G2]], np.float32),
+            _full_masks()[None], 8, 0.5, (5, 5), False, STD)
+        total = tf.reduce_sum(rois) + tf.reduce_sum(deltas)
+    assert tape.gradient(total, proposals) is None
