@@ -328,6 +328,34 @@ def test_empty_attribute_and_weightless_groups(tmp_path):
                                   [0, 1, 2, 3])
 
 
+def test_keras1_style_weight_names_load_by_position(tmp_path):
+    """Old files (e.g. fchollet's ImageNet ResNet-50 notop, which Matterport's
+    get_imagenet_weights() loads by name) use names like conv1_W:0 and
+    bn_conv1_running_std:0; they pair by position within a layer."""
+    path = tmp_path / "resnet50_notop.h5"
+    kernel = recipe_value("conv1_W", (3, 3, 3, 4))
+    stats = [np.full(4, k, dtype=np.float32) for k in range(4)]
+    with h5py.File(path, "w") as f:   # no keras_version / backend attributes
+        f.attrs["layer_names"] = np.array([b"input_1", b"conv1", b"bn_conv1"])
+        f.create_group("input_1").attrs["weight_names"] = np.asarray([])
+        g = f.create_group("conv1")
+        g.attrs["weight_names"] = np.array([b"conv1_W:0", b"conv1_b:0"])
+        g["conv1_W:0"], g["conv1_b:0"] = kernel, np.ones(4, np.float32)
+        g = f.create_group("bn_conv1")
+        names = [f"bn_conv1_{k}:0" for k in ("gamma", "beta", "running_mean", "running_std")]
+        g.attrs["weight_names"] = np.array([n.encode() for n in names])
+        for n, v in zip(names, stats):
+            g[n] = v
+    small = keras.Sequential([KL.Input((16, 16, 3)), KL.Conv2D(4, 3, name="conv1"),
+                              KL.BatchNormalization(name="bn_conv1")])
+    report = W.load_weights(small, path, by_name=True, verbose=0)
+    assert report.loaded == ["conv1", "bn_conv1"]
+    assert_bit_exact(keras.ops.convert_to_numpy(small.layers[0].kernel), kernel)
+    bn = small.layers[1]
+    for k, w in enumerate([bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance]):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(w), np.full(4, k))
+
+
 def test_unused_file_layers_reported(tmp_path):
     write_matterport_file(tmp_path / "w.h5")
     small = keras.Sequential([KL.Input((16, 16, 3)), KL.Conv2D(4, 3, name="conv1")])
