@@ -169,7 +169,8 @@ def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=No
         None means ``config.USE_MINI_MASK``. (Matterport's default was False;
         pass it explicitly to be unambiguous.)
     augment: Matterport's deprecated flag: flip horizontally half the time
-        (Python's ``random``).
+        (Python's ``random``). A bool passed positionally as ``augmentation``
+        (Matterport's argument order) is taken as ``augment``.
 
     Returns:
       image: [height, width, channels] as resized (uint8 usually).
@@ -181,6 +182,9 @@ def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=No
     An image without instances gives instance_count 0 (see the module
     docstring for the rules on bad input).
     """
+    if isinstance(augmentation, bool):
+        # Matterport's positional order was (..., image_id, augment, augmentation, ...).
+        augment, augmentation = augmentation, None
     if use_mini_mask is None:
         use_mini_mask = config.USE_MINI_MASK
     where = _describe(dataset, image_id)

@@ -171,6 +171,20 @@ def test_load_image_gt_colour_transform_keeps_masks():
     np.testing.assert_array_equal(bbox, plain[3])
 
 
+def test_matterport_positional_augment_flag():
+    import random
+
+    ds = ToyDataset([[(1, A_BOX)]])
+    plain = data.load_image_gt(ds, ToyConfig(), 0, False, use_mini_mask=False)
+    flips = []
+    for s in range(8):
+        random.seed(s)
+        image = data.load_image_gt(ds, ToyConfig(), 0, True, use_mini_mask=False)[0]
+        flips.append(np.array_equal(image, plain[0][:, ::-1]))
+        assert flips[-1] or np.array_equal(image, plain[0])
+    assert any(flips) and not all(flips)
+
+
 def test_vanished_instance_dropped_with_debug_log(caplog):
     def erase_second(image, masks):   # a plain callable with the same contract
         masks = [m.copy() for m in masks]
