@@ -26,8 +26,11 @@ Two layouts are read:
   layer under ``.../layer/``, a nested model its layers under ``.../layers/``.
 
 Files are written in the Keras 2 layout with Matterport's names, so that
-Matterport (Keras 2) can read our checkpoints and ``weight_manifest()`` of our
-inference model equals ``tests/golden/matterport_r101_coco_weights.tsv``.
+Matterport (Keras 2) can read our checkpoints; ``weight_manifest()`` lists
+what is written, in the columns of
+``tests/golden/matterport_r101_coco_weights.tsv``. Groups come in
+``keras_model.layers`` order (Keras 3 orders a functional model's layers as
+Keras 2 did: by decreasing depth, then discovery order).
 
 Weight order inside a layer: Conv2D, Dense, Conv2DTranspose -> kernel, bias;
 BatchNormalization -> gamma, beta, moving_mean, moving_variance; a nested
