@@ -3,6 +3,7 @@
 ``run_layer_test(cls, init_kwargs, inputs)`` checks the things every mrcnn
 layer must do under Keras 3 and returns the eager outputs for value checks:
 
+0. It has ``expected_num_weights`` weights.
 1. ``get_config()`` survives a JSON round trip: ``from_config`` rebuilds a
    layer with the same config, and ``keras.saving`` (de)serializes it by its
    registered ``mrcnn>`` name.
@@ -42,7 +43,7 @@ def _to_numpy(outputs):
     return [np.asarray(o) for o in _as_list(outputs)]
 
 
-def run_layer_test(layer_cls, init_kwargs, inputs, atol=0.0):
+def run_layer_test(layer_cls, init_kwargs, inputs, atol=0.0, expected_num_weights=0):
     """Runs the standard layer checks; returns the eager outputs (list of NumPy).
 
     layer_cls: the layer class.
@@ -51,6 +52,8 @@ def run_layer_test(layer_cls, init_kwargs, inputs, atol=0.0):
         (the batch-of-2 check duplicates them).
     atol: tolerance for "batch of 2 equals batch of 1" and model-vs-layer
         comparisons (0 = bit-identical).
+    expected_num_weights: number of weights after the first call (the mrcnn
+        custom layers are weightless).
     """
     inputs = [np.asarray(x) for x in inputs]
 
@@ -72,6 +75,7 @@ def run_layer_test(layer_cls, init_kwargs, inputs, atol=0.0):
     for s in _as_list(symbolic_out):
         assert s.shape[0] is None, f"batch size baked into output spec {s.shape}"
     eager_out = _to_numpy(layer(inputs))
+    assert len(layer.weights) == expected_num_weights, f"{len(layer.weights)} weights, expected {expected_num_weights}"
     _assert_spec_matches(symbolic_out, eager_out, f"{layer_cls.__name__} symbolic vs eager")
 
     # 3. Batch of 2 (the same image twice) gives the batch-of-1 result per image.

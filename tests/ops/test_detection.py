@@ -108,3 +108,14 @@ def test_golden_model_detections_eager_and_graph(g1):
 def test_bad_rank_raises():
     with pytest.raises(ValueError, match="deltas must have rank 4"):
         refine_detections(ROIS[None], PROBS[None], DELTAS, WINDOW)
+
+
+def test_all_background_or_no_rois_gives_zero_rows():
+    probs = np.zeros((2, 3, 4), np.float32)
+    probs[..., 0] = 1.0
+    out = refine_detections(np.full((2, 3, 4), 0.5, np.float32), probs, np.zeros((2, 3, 4, 4), np.float32), WINDOW,
+                            min_confidence=0.0, max_instances=5)
+    assert out.shape == (2, 5, 6) and not out.numpy().any()
+    empty = refine_detections(np.zeros((1, 0, 4), np.float32), np.zeros((1, 0, 4), np.float32),
+                              np.zeros((1, 0, 4, 4), np.float32), WINDOW, max_instances=5)
+    assert empty.shape == (1, 5, 6) and not empty.numpy().any()
