@@ -505,3 +505,23 @@ def test_batch_slice_stacks_per_slice_results():
     a, b = utils.batch_slice([x, y], lambda xi, yi: (tf.reduce_sum(xi) + yi, xi * 2), 3)
     np.testing.assert_allclose(a.numpy(), [13, 27, 41])
     np.testing.assert_allclose(b.numpy(), [[2, 4], [6, 8], [10, 12]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_resize_mask_bit_identical_to_scipy_zoom(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 200, 2))
+        scale = float(rng.choice([rng.uniform(0.05, 4), 1024 / rng.integers(100, 2000),
+                                  0.512, 2.1333333333333333, 1.28, 1]))
+        mask = rng.random((h, w, 3)) < 0.5
+        nh, nw = round(h * scale), round(w * scale)
+        padding = [(2, 3), (0, 1), (0, 0)]
+        np.testing.assert_array_equal(utils.resize_mask(mask, scale, padding),
+                                      utils._resize_mask_scipy(mask, scale, padding))
+        if nh > 4 and nw > 4:
+            crop = (1, 2, nh - 3, nw - 4)
+            got = utils.resize_mask(mask.astype(np.uint8), scale, None, crop)
+            assert got.dtype == np.uint8
+            np.testing.assert_array_equal(
+                got, utils._resize_mask_scipy(mask.astype(np.uint8), scale, None, crop))
