@@ -33,12 +33,26 @@ import numpy as np
 
 from mrcnn import utils
 from mrcnn.config import Config
+# Matterport's public names, re-exported so `modellib.<name>` keeps working.
+from mrcnn.data import (build_detection_targets, build_rpn_targets, data_generator,  # noqa: F401
+                        generate_random_rois, load_image_gt)
+from mrcnn.graph.backbone import BatchNorm, conv_block, identity_block, resnet_graph  # noqa: F401
+from mrcnn.graph.build import compute_backbone_shapes  # noqa: F401
+from mrcnn.graph.fpn import fpn_graph  # noqa: F401
+from mrcnn.graph.heads import build_fpn_mask_graph, fpn_classifier_graph  # noqa: F401
+from mrcnn.graph.rpn import build_rpn_model, rpn_graph  # noqa: F401
+from mrcnn.layers import (DetectionLayer, DetectionTargetLayer, ProposalLayer,  # noqa: F401
+                          PyramidROIAlign)
+from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401
+                          mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
+                          smooth_l1_loss)
 from mrcnn.meta import compose_image_meta, mold_image, parse_image_meta, unmold_image
+from mrcnn.ops import (apply_box_deltas_graph, box_refinement_graph,  # noqa: F401
+                       clip_boxes_graph, denorm_boxes_graph, norm_boxes_graph,
+                       overlaps_graph, parse_image_meta_graph)
+from mrcnn.ops.targets import detection_targets  # noqa: F401
 
 logger = logging.getLogger("mrcnn")
-
-__all__ = ["MaskRCNN", "log", "compose_image_meta", "parse_image_meta",
-           "mold_image", "unmold_image", "compute_backbone_shapes"]
 
 
 ############################################################
@@ -59,16 +73,6 @@ def log(text, array=None):
             text += ("shape: {:20}  min: {:10}  max: {:10}  {}".format(
                 str(array.shape), "", "", array.dtype))
     print(text)
-
-
-def compute_backbone_shapes(config, image_shape):
-    """Computes the width and height of each stage of the backbone network.
-
-    Returns:
-        [N, (height, width)]. Where N is the number of stages
-    """
-    from mrcnn.graph.backbone import compute_backbone_shapes as _shapes
-    return _shapes(image_shape, config.BACKBONE_STRIDES, config.COMPUTE_BACKBONE_SHAPE)
 
 
 ############################################################
@@ -108,10 +112,11 @@ class MaskRCNN(object):
             mode: Either "training" or "inference". The inputs and
                 outputs of the model differ accordingly.
         """
-        from mrcnn.graph import build as graph_build
         if mode == "training":
-            return graph_build.build_training_model(config)
-        return graph_build.build_inference_model(config)
+            from mrcnn.graph.training_graph import build_training_model
+            return build_training_model(config)
+        from mrcnn.graph.build import build_inference_model
+        return build_inference_model(config)
 
     # ------------------------------------------------------------------
     # Checkpoints and weights

@@ -15,6 +15,7 @@ from mrcnn.ops.detection import refine_detections
 from mrcnn.ops.image_meta import parse_image_meta_graph
 from mrcnn.ops.proposals import generate_proposals
 from mrcnn.ops.roi_align import pyramid_roi_align, roi_level
+from mrcnn.ops.targets import detection_targets
 
 __all__ = [
     "apply_box_deltas_graph",
@@ -28,4 +29,5 @@ __all__ = [
     "refine_detections",
     "pyramid_roi_align",
     "roi_level",
+    "detection_targets",
 ]
