@@ -105,3 +105,19 @@ def apply_recipe(model):
         layer.set_weights(values)
         count += len(values)
     return count
+
+
+def weight_checksums(*models):
+    """{(layer_name, index): (class, kind, shape list, SHA-256 of the float32
+    little-endian bytes)} over all weights of ``models``, the form of
+    tests/golden/g1_recipe_weights.json."""
+    import hashlib
+
+    sums = {}
+    for model in models:
+        for _, name, class_name, layer in weight_layers(model):
+            kinds = weight_kinds(layer, class_name)
+            for i, (value, kind) in enumerate(zip(layer.get_weights(), kinds)):
+                digest = hashlib.sha256(np.ascontiguousarray(value, dtype="<f4").tobytes())
+                sums[(name, i)] = (class_name, kind, list(value.shape), digest.hexdigest())
+    return sums

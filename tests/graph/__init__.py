@@ -1,4 +1,5 @@
 """Tests of mrcnn.graph: layer names, weight layout, golden numbers (set G1)."""
+import functools
 import json
 import pathlib
 
@@ -41,3 +42,23 @@ def g1_golden():
     """The G1 arrays (tests/golden/g1_model.npz), loaded into memory."""
     with np.load(GOLDEN_DIR / "g1_model.npz") as z:
         return {k: z[k] for k in z.files}
+
+
+@functools.cache
+def g1_model():
+    """Our G1 inference model with the recipe weights, built once per process
+    (both golden test modules use it)."""
+    from mrcnn.graph.build import build_inference_model
+    from tests.recipe import apply_recipe
+
+    model = build_inference_model(g1_config())
+    assert apply_recipe(model) == 384
+    return model
+
+
+def g1_inputs(golden, batch=1):
+    """The golden model inputs [molded_image, image_meta, anchors], repeated
+    ``batch`` times along the batch axis."""
+    inputs = [golden["molded_image"], golden["image_meta"].astype(np.float32),
+              golden["anchors"][np.newaxis]]
+    return [np.repeat(x, batch, axis=0) for x in inputs]
