@@ -1,0 +1,460 @@
+"""Training: the training graph, presets, train step, data pipeline, train().
+
+One tiny training model (ResNet-50, 64x64 images, 8 ROIs per image) is built
+per module and shared: building and tracing the train step dominate the
+run time, so the tests that fit reuse the same compiled model.
+"""
+import json
+import logging
+import os
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from mrcnn import training, utils
+from mrcnn.config import Config
+from mrcnn.datasets.shapes import ShapesDataset
+from mrcnn.graph import training_graph
+from mrcnn.graph.training_graph import (ActiveClassIds, Anchors, LossOutput, NormBoxes,
+                                        build_training_model)
+
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
+              "mrcnn_bbox_loss", "mrcnn_mask_loss")
+
+
+class TinyConfig(Config):
+    NAME = "tiny"
+    BACKBONE = "resnet50"
+    NUM_CLASSES = 1 + 3  # background + square, circle, triangle
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 2
+    IMAGE_MIN_DIM = 64
+    IMAGE_MAX_DIM = 64
+    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
+    PRE_NMS_LIMIT = 256
+    POST_NMS_ROIS_TRAINING = 64
+    POST_NMS_ROIS_INFERENCE = 32
+    TRAIN_ROIS_PER_IMAGE = 8
+    MAX_GT_INSTANCES = 4
+    MINI_MASK_SHAPE = (16, 16)
+    FPN_CLASSIF_FC_LAYERS_SIZE = 64
+    STEPS_PER_EPOCH = 2
+    VALIDATION_STEPS = 1
+
+
+def shapes(count, seed):
+    ds = ShapesDataset()
+    ds.load_shapes(count, 64, 64, seed=seed)
+    ds.prepare()
+    return ds
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TinyConfig()
+
+
+@pytest.fixture(scope="module")
+def model(config, tmp_path_factory):
+    """A MaskRCNN in training mode (built once for the module)."""
+    from mrcnn import model as modellib
+    from mrcnn.graph import build
+    keras.utils.set_random_seed(1)
+    if not hasattr(build, "build_training_model"):  # until build.py routes to it
+        build.build_training_model = build_training_model
+    return modellib.MaskRCNN(mode="training", config=config,
+                             model_dir=str(tmp_path_factory.mktemp("logs")))
+
+
+# ---------------------------------------------------------------------------
+# The graph
+# ---------------------------------------------------------------------------
+
+def test_training_graph_inputs_and_outputs(model, config):
+    km = model.keras_model
+    assert isinstance(km, training.MaskRCNNTrainingModel)
+    # 64x64 image: levels 16, 8, 4, 2, 1 cells, 3 anchors each
+    A = 3 * (16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2 + 1)
+    expected = {
+        "input_image": ((None, 64, 64, 3), "float32"),
+        "input_image_meta": ((None, 12 + 4), "float32"),
+        "input_rpn_match": ((None, A, 1), "int32"),
+        "input_rpn_bbox": ((None, 32, 4), "float32"),
+        "input_gt_class_ids": ((None, 4), "int32"),
+        "input_gt_boxes": ((None, 4, 4), "float32"),
+        "input_gt_masks": ((None, 16, 16, 4), "bool"),
+    }
+    got = {t.name: (tuple(t.shape), t.dtype) for t in km.inputs}
+    assert got == expected
+    names = [t._keras_history.operation.name for t in km.outputs]
+    assert names == ["rpn_class_logits", "rpn_class", "rpn_bbox", "mrcnn_class_logits",
+                     "mrcnn_class", "mrcnn_bbox", "mrcnn_mask", "ROI", "output_rois",
+                     *LOSS_NAMES]
+    shapes_ = {n: tuple(t.shape) for n, t in zip(names, km.outputs)}
+    assert shapes_["ROI"] == (None, 64, 4)
+    assert shapes_["output_rois"] == (None, 8, 4)
+    assert shapes_["mrcnn_mask"] == (None, 8, 28, 28, 4)
+    assert shapes_["mrcnn_bbox"] == (None, 8, 4, 4)
+    for n in LOSS_NAMES:
+        assert shapes_[n] == ()
+    for n in ("proposal_targets", "anchors", "rpn_model", "roi_align_classifier",
+              "roi_align_mask", "mrcnn_class_logits", "res4f_out", "fpn_p6"):
+        km.get_layer(n)
+    # The anchors are a constant, not a weight of the model.
+    assert not any("anchor" in w.path for w in km.weights)
+
+
+def test_anchor_layer_is_the_numpy_pyramid(config):
+    layer = training_graph._anchors_layer(config)
+    pixels = utils.generate_pyramid_anchors(
+        config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
+        np.array([[16, 16], [8, 8], [4, 4], [2, 2], [1, 1]]), config.BACKBONE_STRIDES, 1)
+    out = keras.ops.convert_to_numpy(layer(np.zeros((3, 64, 64, 3), np.float32)))
+    assert out.shape == (3, len(pixels), 4)
+    np.testing.assert_array_equal(out[2], utils.norm_boxes(pixels, (64, 64)).astype(np.float32))
+    # First anchor: scale 8, ratio 0.5 at cell (0, 0) of P2 (stride 4, centre 0):
+    # height 8/sqrt(.5) = 11.31, width 8*sqrt(.5) = 5.66 -> normalized by 63.
+    h, w = 8 / np.sqrt(0.5), 8 * np.sqrt(0.5)
+    np.testing.assert_allclose(out[0, 0], [-h / 2 / 63, -w / 2 / 63, (h / 2 - 1) / 63,
+                                           (w / 2 - 1) / 63], rtol=1e-5)
+    clone = Anchors.from_config(json.loads(json.dumps(layer.get_config())))
+    np.testing.assert_array_equal(clone.anchor_array(), layer.anchor_array())
+
+
+def test_small_layers_round_trip_and_values():
+    boxes = np.array([[[10, 20, 30, 40], [0, 0, 0, 0]]], np.float32)
+    image = np.zeros((1, 65, 129, 3), np.float32)
+    out = keras.ops.convert_to_numpy(NormBoxes()([boxes, image]))
+    # (y1/(H-1), x1/(W-1), (y2-1)/(H-1), (x2-1)/(W-1)); padding stays zero.
+    np.testing.assert_allclose(out[0, 0], [10 / 64, 20 / 128, 29 / 64, 39 / 128], rtol=1e-6)
+    np.testing.assert_array_equal(out[0, 1], [0, 0, 0, 0])
+    meta = np.arange(2 * 16, dtype=np.float32).reshape(2, 16)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ActiveClassIds()(meta)),
+                                  meta[:, 12:])
+    for layer in (NormBoxes(name="n"), ActiveClassIds(name="a"),
+                  LossOutput("mrcnn_mask_loss")):
+        cfg = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+        clone = keras.saving.deserialize_keras_object(cfg)
+        assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="unknown loss"):
+        LossOutput("mask_loss")
+
+
+# ---------------------------------------------------------------------------
+# Trainable layers
+# ---------------------------------------------------------------------------
+
+def _trainable_layer_names(km):
+    names = set()
+    for layer in km.layers:
+        if isinstance(layer, keras.Model):
+            names |= {f"{layer.name}/{n}" for n in _trainable_layer_names(layer)}
+        elif layer.trainable_weights:
+            names.add(layer.name)
+    return names
+
+
+def test_presets_select_the_expected_layers(model):
+    km = model.keras_model
+    heads = training.set_trainable(km, "heads", verbose=0)
+    assert set(heads) == _trainable_layer_names(km)
+    assert "rpn_model/rpn_conv_shared" in heads and "fpn_c5p5" in heads
+    assert "mrcnn_mask_deconv" in heads and "mrcnn_class_logits" in heads
+    assert not any(n.startswith(("res", "bn", "conv1")) for n in heads)
+    # TRAIN_BN False: the heads' BatchNorms stay frozen too.
+    assert "mrcnn_class_bn1" not in heads and not km.get_layer("mrcnn_class_bn1").trainable
+    assert not km.get_layer("res2a_branch2a").trainable
+    # Kernels and biases of 8 FPN convs, 3 RPN convs, 2 class convs, 2 denses,
+    # 4 mask convs, the deconv and the mask conv; no BatchNorm gamma or beta.
+    assert len(km.trainable_weights) == 2 * (8 + 3 + 2 + 2 + 4 + 1 + 1)
+
+    four = set(training.set_trainable(km, "4+", verbose=0))
+    assert {"res4a_branch2a", "res4f_branch2c", "res5c_branch2c", "fpn_p2"} <= four
+    assert not any(n.startswith(("res2", "res3", "bn")) for n in four)
+    assert four == set(heads) | {n for n in four if n.startswith(("res4", "res5"))}
+    three = set(training.set_trainable(km, "3+", verbose=0))
+    assert "res3a_branch2a" in three and "res2c_branch2c" not in three
+    five = set(training.set_trainable(km, "5+", verbose=0))
+    assert "res5a_branch1" in five and "res4a_branch2a" not in five
+    everything = set(training.set_trainable(km, "all", verbose=0))
+    assert "conv1" in everything and "bn_conv1" not in everything
+    # ResNet-50: 53 convs; FPN 8; RPN 3; heads: 2 class convs, 2 denses, 4 mask
+    # convs, deconv, mask conv.
+    assert len(everything) == 53 + 8 + 3 + 2 + 2 + 4 + 1 + 1
+    custom = training.set_trainable(km, r"mrcnn\_mask.*", verbose=0)
+    assert set(custom) == {"mrcnn_mask_conv1", "mrcnn_mask_conv2", "mrcnn_mask_conv3",
+                           "mrcnn_mask_conv4", "mrcnn_mask_deconv", "mrcnn_mask"}
+    with pytest.raises(ValueError, match="preset"):
+        training.set_trainable(km, "res(", verbose=0)
+
+
+def test_losses_are_weighted_and_decay_matches_matterport(model):
+    km = model.keras_model
+    training.set_trainable(km, "heads", verbose=0)
+    decay = 0
+    for w in km.trainable_weights:
+        if "gamma" in w.path or "beta" in w.path:
+            continue
+        v = keras.ops.convert_to_numpy(w).astype(np.float64)
+        decay += np.sum(v ** 2) / v.size
+    decay *= model.config.WEIGHT_DECAY
+    assert decay > 0
+    np.testing.assert_allclose(float(km.regularization_loss()), decay, rtol=1e-4)
+
+    outputs = [None] * len(km.outputs)
+    values = {"rpn_class_loss": 1.0, "rpn_bbox_loss": 2.0, "mrcnn_class_loss": 3.0,
+              "mrcnn_bbox_loss": 4.0, "mrcnn_mask_loss": 5.0}
+    for n, v in values.items():
+        outputs[km._loss_index[n]] = np.float32(v)
+    saved = dict(km.loss_weights)
+    try:
+        km.loss_weights.update({"rpn_bbox_loss": 0.5, "mrcnn_mask_loss": 2.0})
+        losses = {k: float(v) for k, v in km.compute_losses(outputs).items()}
+    finally:
+        km.loss_weights = saved
+    assert losses["rpn_bbox_loss"] == 1.0 and losses["mrcnn_mask_loss"] == 10.0
+    np.testing.assert_allclose(losses["loss"], 1 + 1 + 3 + 4 + 10 + decay, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Data pipeline
+# ---------------------------------------------------------------------------
+
+def test_data_sequence_batches_are_padded_and_deterministic(config):
+    ds = shapes(6, seed=3)
+    seq = training.DataSequence(ds, config, steps=3, seed=7)
+    (batch,) = seq[1]
+    assert batch["input_image"].shape == (2, 64, 64, 3)
+    assert batch["input_gt_masks"].dtype == bool and batch["input_gt_masks"].shape == (2, 16, 16, 4)
+    assert batch["input_rpn_match"].shape == (2, 3 * 341, 1)
+    assert batch["input_rpn_bbox"].shape == (2, 32, 4)
+    n = (batch["input_gt_class_ids"] > 0).sum(axis=1)
+    assert np.all(n >= 1)
+    for b in range(2):  # zero padding after the real instances
+        assert np.all(batch["input_gt_boxes"][b, n[b]:] == 0)
+        assert not batch["input_gt_masks"][b, :, :, n[b]:].any()
+        assert np.all(batch["input_gt_boxes"][b, :n[b], 2:] > batch["input_gt_boxes"][b, :n[b], :2])
+    # The molded image is the image minus MEAN_PIXEL.
+    image_id = int(batch["input_image_meta"][0, 0])
+    np.testing.assert_allclose(batch["input_image"][0] + config.MEAN_PIXEL,
+                               ds.load_image(image_id), atol=1e-4)
+    # The images of a batch are a function of its index (worker threads ask
+    # in any order); only the RPN's random anchor sampling differs.
+    again = seq[1][0]
+    for k in batch:
+        if k not in ("input_rpn_match", "input_rpn_bbox"):
+            np.testing.assert_array_equal(batch[k], again[k])
+    assert (batch["input_rpn_match"] == 1).sum() == (again["input_rpn_match"] == 1).sum()
+    # One epoch (3 batches of 2) is one pass over the 6 images, shuffled anew
+    # each epoch.
+    def epoch_ids():
+        return [int(seq[i][0]["input_image_meta"][b, 0]) for i in range(3) for b in range(2)]
+    first = epoch_ids()
+    seq.on_epoch_end()
+    second = epoch_ids()
+    assert sorted(first) == sorted(second) == list(range(6))
+    assert first != second
+
+
+class DegenerateDataset(utils.Dataset):
+    """Shapes images with the ground truth a real data set gets wrong."""
+
+    CASES = ("normal", "no_instances", "empty_mask", "one_pixel_wide", "too_many", "crowd")
+
+    def __init__(self, bad_class=False):
+        super().__init__()
+        self.bad_class = bad_class
+        self.shapes = shapes(len(self.CASES), seed=11)
+        for i, name in enumerate(SHAPE_NAMES):
+            self.add_class("shapes", i + 1, name)
+        for i, case in enumerate(self.CASES):
+            self.add_image("shapes", image_id=i, path=f"synthetic/{case}.png", case=case)
+        self.prepare()
+
+    def load_image(self, image_id):
+        return self.shapes.load_image(image_id)
+
+    def load_mask(self, image_id):
+        case = self.image_info[image_id]["case"]
+        mask, class_ids = self.shapes.load_mask(image_id)
+        if self.bad_class and case == "normal":
+            class_ids = class_ids.copy()
+            class_ids[0] = 7
+        if case == "no_instances":
+            return np.zeros((64, 64, 0), bool), np.zeros([0], np.int32)
+        if case == "empty_mask":
+            mask = np.concatenate([mask, np.zeros((64, 64, 1), bool)], axis=2)
+            class_ids = np.append(class_ids, 1)
+        if case == "one_pixel_wide":
+            line = np.zeros((64, 64, 1), bool)
+            line[10:40, 30] = True  # a box of normalized width 0
+            mask, class_ids = line, np.array([2], np.int32)
+        if case == "too_many":
+            extra = np.zeros((64, 64, 6), bool)
+            for k in range(6):
+                extra[5 + 9 * k:12 + 9 * k, 5:15, k] = True
+            mask = np.concatenate([mask, extra], axis=2)
+            class_ids = np.concatenate([class_ids, np.ones(6, np.int32)])
+        if case == "crowd":
+            crowd = np.zeros((64, 64, 1), bool)
+            crowd[40:60, 40:60] = True
+            mask = np.concatenate([mask, crowd], axis=2)
+            class_ids = np.append(class_ids, -1)
+        return mask, class_ids.astype(np.int32)
+
+
+SHAPE_NAMES = ("square", "circle", "triangle")
+
+
+def test_bad_ground_truth_raises_naming_the_image(config):
+    seq = training.DataSequence(DegenerateDataset(bad_class=True), config, shuffle=False, steps=3)
+    with pytest.raises(ValueError, match=r"(?s)image id 0.*synthetic/normal\.png.*\[7\]"):
+        seq[0]
+
+    class Big(TinyConfig):
+        IMAGE_MIN_DIM = 128
+        IMAGE_MAX_DIM = 128
+    mixed = Big()
+    mixed.IMAGE_SHAPE = config.IMAGE_SHAPE  # images load at 128, the graph wants 64
+    seq = training.DataSequence(shapes(2, seed=1), mixed, shuffle=False, steps=1)
+    with pytest.raises(ValueError, match=r"Image 0 .*\(128, 128\).*IMAGE_SHAPE \(64, 64\)"):
+        seq.load(0)
+
+
+def test_unreadable_images_are_skipped_then_raised(config):
+    class Broken(utils.Dataset):
+        def __init__(self, good):
+            super().__init__()
+            for i, name in enumerate(SHAPE_NAMES):
+                self.add_class("shapes", i + 1, name)
+            for i in range(8):
+                self.add_image("shapes", image_id=i, path=f"broken/{i}.png")
+            self.prepare()
+            self.good = good
+            self.inner = shapes(8, seed=5)
+
+        def load_image(self, image_id):
+            if image_id not in self.good:
+                raise OSError(f"cannot read broken/{image_id}.png")
+            return self.inner.load_image(image_id)
+
+        def load_mask(self, image_id):
+            mask, _ = self.inner.load_mask(image_id)
+            return mask, np.ones(mask.shape[-1], np.int32)
+
+    with pytest.raises(ValueError, match="has 4 classes.*NUM_CLASSES is 5"):
+        class Five(TinyConfig):
+            NUM_CLASSES = 5
+        training.DataSequence(Broken(good={2, 3}), Five(), steps=1)
+    seq = training.DataSequence(Broken(good={2, 3}), config, shuffle=False, steps=1)
+    (batch,) = seq[0]  # images 0 and 1 fail, 2 and 3 fill the batch
+    assert list(batch["input_image_meta"][:, 0]) == [2, 3] and seq.stats["load_error"] == 2
+    seq = training.DataSequence(Broken(good=set()), config, shuffle=False, steps=1)
+    with pytest.raises(RuntimeError, match="6 images failed to load"):
+        seq[0]
+
+
+# ---------------------------------------------------------------------------
+# train(), checkpoints, resuming
+# ---------------------------------------------------------------------------
+
+def _finite_named_losses(history, prefix=""):
+    for n in ("loss",) + LOSS_NAMES:
+        values = history.history[prefix + n]
+        assert np.all(np.isfinite(values)), (prefix + n, values)
+
+
+def test_train_checkpoints_and_resumes(model, config):
+    train_ds, val_ds = shapes(8, seed=1), shapes(4, seed=2)
+    history = training.train(model, train_ds, val_ds, learning_rate=0.01, epochs=1,
+                             layers="heads", verbose=0, seed=0)
+    assert history.epoch == [0] and model.epoch == 1
+    _finite_named_losses(history)
+    _finite_named_losses(history, "val_")
+    # Heads preset: the backbone did not move.
+    assert not model.keras_model.get_layer("res2a_branch2a").trainable
+
+    first = os.path.join(model.log_dir, "mask_rcnn_tiny_0001.h5")
+    assert os.path.basename(model.checkpoint_path) == "mask_rcnn_tiny_{epoch:04d}.h5"
+    assert os.path.isfile(first)
+    try:
+        import tensorboard  # noqa: F401
+        logs = ["train", "validation"]
+    except ImportError:
+        logs = ["history.csv"]
+    assert sorted(os.listdir(model.log_dir)) == sorted(["mask_rcnn_tiny_0001.h5"] + logs)
+    with h5py.File(first, "r") as f:  # Keras 2 layout, Matterport's names
+        names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+        assert names == [layer.name for layer in model.keras_model.layers]
+        rpn = [n.decode() if isinstance(n, bytes) else n
+               for n in f["rpn_model"].attrs["weight_names"]]
+        assert rpn[0].startswith("rpn_conv_shared/kernel")
+        assert f["conv1"][f["conv1"].attrs["weight_names"][0]].shape == (7, 7, 3, 64)
+        saved_logits = np.array(f["mrcnn_class_logits"][
+            f["mrcnn_class_logits"].attrs["weight_names"][0]])
+    np.testing.assert_array_equal(
+        saved_logits, model.keras_model.get_layer("mrcnn_class_logits").get_weights()[0])
+
+    # Resume: find_last -> load_weights restores the epoch and the run directory.
+    log_dir = model.log_dir
+    last = model.find_last()
+    assert last == first
+    model.load_weights(last, by_name=True)
+    assert model.epoch == 1 and model.log_dir == log_dir
+    history = training.train(model, train_ds, None, learning_rate=0.01, epochs=2,
+                             layers="heads", verbose=0, seed=0)
+    assert history.epoch == [1] and model.epoch == 2
+    _finite_named_losses(history)
+    assert os.path.isfile(os.path.join(log_dir, "mask_rcnn_tiny_0002.h5"))
+    assert model.find_last().endswith("mask_rcnn_tiny_0002.h5")
+    # epochs is the final epoch: asking for 2 again trains nothing.
+    history = training.train(model, train_ds, None, learning_rate=0.01, epochs=2,
+                             layers="heads", verbose=0)
+    assert history.epoch == [] and model.epoch == 2
+
+
+def test_degenerate_ground_truth_trains_with_finite_losses(model, config, caplog):
+    """No instances, an empty mask, a one-pixel-wide box, more instances
+    than MAX_GT_INSTANCES, a crowd box: a few steps, every loss finite."""
+    km = model.keras_model
+    if km.optimizer is None:  # run alone; otherwise reuse the traced train step
+        training.set_trainable(km, "heads", verbose=0)
+        training.compile_model(km, 0.01, 0.9, 5.0)
+    ds = DegenerateDataset()
+    seq = training.DataSequence(ds, config, shuffle=True, steps=5, seed=3)
+    with caplog.at_level(logging.WARNING, logger="mrcnn"):
+        history = km.fit(seq, epochs=1, verbose=0)
+    _finite_named_losses(history)
+    for w in km.weights:
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(w))), w.path
+    # 5 batches of 2 from a 6-image stream: the image without instances was
+    # met and skipped, with one warning naming it.
+    assert seq.stats["no_instances"] >= 1
+    assert any("synthetic/no_instances.png" in r.getMessage() for r in caplog.records)
+    # The one-pixel-wide instance is kept (never a positive ROI, still an
+    # RPN target); the crowd one too.
+    item = seq.load(3)
+    assert item[4].tolist() == [2] and item[5][0, 3] - item[5][0, 1] == 1
+    assert (seq.load(5)[4] == -1).sum() == 1
+    assert len(seq.load(4)[4]) == config.MAX_GT_INSTANCES
+
+
+def test_checkpoint_write_is_atomic(model, tmp_path, monkeypatch):
+    from mrcnn import weights
+    cb = training.Checkpoint(str(tmp_path / "mask_rcnn_tiny_{epoch:04d}.h5"))
+    cb.set_model(model.keras_model)
+    cb.on_epoch_end(0)
+    path = tmp_path / "mask_rcnn_tiny_0001.h5"
+    before = path.read_bytes()
+
+    def crash(f, keras_model):
+        f.create_group("conv1")
+        raise OSError("disk full")
+    monkeypatch.setattr(weights, "_write_keras2", crash)
+    with pytest.raises(OSError, match="disk full"):
+        cb.on_epoch_end(0)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["mask_rcnn_tiny_0001.h5"]
