@@ -797,13 +797,24 @@ def resize(image, output_shape, order=1, mode='constant', cval=0, clip=True,
 
 
 def _resize_bilinear(image, output_shape):
-    """``resize(image, output_shape)`` for a 2-D float array, bit-identical,
-    without skimage's per-call overhead: the same ``scipy.ndimage.zoom`` call
-    (pixel-centre grid, zeros outside), then the same clipping to the input
-    range (widened to 0 when zero-padding reached the output)."""
-    factors = np.divide(image.shape, output_shape)
-    out = scipy.ndimage.zoom(image, [1 / f for f in factors], order=1,
-                             mode="grid-constant", cval=0, grid_mode=True)
+    """``resize(image, output_shape)`` for a float32/float64 array [H, W] or
+    [H, W, C], bit-identical, about twice as fast: the same
+    ``scipy.ndimage.zoom`` (pixel-centre grid, zeros outside) run per channel
+    instead of on the 3-D array (along the channel axis skimage's zoom
+    factor is 1, whose interpolation weights are exactly 1 and 0), without
+    skimage's per-call overhead, then skimage's clipping to the input range
+    (widened to 0 when zero padding reached the output)."""
+    factors = np.divide(image.shape[:2], tuple(output_shape)[:2])
+    zoom = [1 / f for f in factors]
+    kwargs = dict(order=1, mode="grid-constant", cval=0, grid_mode=True)
+    if image.ndim == 2:
+        out = scipy.ndimage.zoom(image, zoom, **kwargs)
+    else:
+        # the output size zoom itself derives from the factors
+        size = tuple(int(round(n * z)) for n, z in zip(image.shape[:2], zoom))
+        out = np.empty(size + image.shape[2:], dtype=image.dtype)
+        for c in range(image.shape[2]):
+            scipy.ndimage.zoom(image[:, :, c], zoom, output=out[:, :, c], **kwargs)
     # skimage's _clip_warp_output(mode="constant", cval=0)
     lo, hi = image.min(), image.max()
     if np.isnan(lo):
@@ -903,7 +914,14 @@ def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square
 
     # Resize image using bilinear interpolation
     if scale != 1:
-        image = resize(image, (round(h * scale), round(w * scale)), preserve_range=True)
+        new_shape = (round(h * scale), round(w * scale))
+        if image.dtype.kind in "ui" or image.dtype in (np.float32, np.float64):
+            # what resize(preserve_range=True) does, faster (same bits):
+            # integers become float64, float32/64 stay as they are
+            image = _resize_bilinear(image.astype(np.float64) if image.dtype.kind in "ui"
+                                     else image, new_shape)
+        else:
+            image = resize(image, new_shape, preserve_range=True)
     # Back to the input dtype (truncation for integers) before padding:
     # same values, less memory to pad.
     image = image.astype(image_dtype, copy=False)

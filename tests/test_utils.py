@@ -525,3 +525,18 @@ def test_resize_mask_bit_identical_to_scipy_zoom(seed):
             assert got.dtype == np.uint8
             np.testing.assert_array_equal(
                 got, utils._resize_mask_scipy(mask.astype(np.uint8), scale, None, crop))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.uint16])
+@pytest.mark.parametrize("in_shape, out_shape", [
+    ((60, 90, 3), (128, 192)), ((300, 500, 3), (154, 256)), ((37, 51, 4), (17, 23)),
+    ((800, 1066, 3), (768, 1024)), ((5, 7, 1), (20, 28)),
+])
+def test_fast_image_resize_is_bit_identical_to_skimage(in_shape, out_shape, dtype):
+    rng = np.random.default_rng(in_shape[0])
+    image = (rng.random(in_shape) * 200 + 30).astype(dtype)  # min > 0: clip widens to 0
+    src = image.astype(np.float64) if dtype != np.float32 else image
+    got = utils._resize_bilinear(src, out_shape)
+    exp = utils.resize(image, out_shape, preserve_range=True)
+    assert got.dtype == exp.dtype
+    np.testing.assert_array_equal(got, exp)
