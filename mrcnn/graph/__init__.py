@@ -13,3 +13,5 @@ from mrcnn.graph.heads import (TimeDistributed, build_fpn_mask_graph,
                                classifier_head_graph, fpn_classifier_graph,
                                mask_head_graph)
 from mrcnn.graph.rpn import build_rpn_model, rpn_graph
+from mrcnn.graph.build import (build_feature_graph, build_inference_model, build_rpn_graph,
+                               layer_args)

@@ -18,6 +18,7 @@ What is compared how:
   0.7529619 and 0.7529585 differ by 3e-6, less than the noise).
 * mrcnn_mask: rows aligned by that matching, atol 1e-4 for all 50.
 """
+import keras
 import numpy as np
 import pytest
 
@@ -118,3 +119,14 @@ def test_batch_of_two(model, golden, outputs):
     ref = outputs["mrcnn_detection"][0]
     same = sum(any(r[4] == o[4] and np.abs(r[:4] - o[:4]).max() < 1e-4 for o in ours) for r in ref)
     assert same >= 49
+
+
+def test_json_round_trip(model):
+    """The whole model rebuilds from its JSON config (every layer registered,
+    plain-value configs), with the same layers, classes, weight shapes and
+    frozen BatchNorms."""
+    clone = keras.models.model_from_json(model.to_json())
+    assert [(l.name, type(l)) for l in clone.layers] == [(l.name, type(l)) for l in model.layers]
+    assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]
+    assert clone.get_layer("mrcnn_mask_bn4").layer.train_bn is False
+    assert clone.get_layer("bn5c_branch2c").train_bn is False
