@@ -337,3 +337,65 @@ def test_script_runs_standalone(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"balloon.py: error: Dataset folder not found: {missing}. Expected a folder with "
         "train/ and val/ sub-folders, each holding images and via_region_data.json."]
+
+
+class _RecordingModel:
+    """Stands in for MaskRCNN in _load_weights: records load_weights calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def load_weights(self, path, by_name=False, exclude=None):
+        self.calls.append((path, by_name, exclude))
+
+    def find_last(self):
+        return "/logs/balloon20240101T0000/mask_rcnn_balloon_0003.h5"
+
+
+def test_weights_choices(tmp_path, monkeypatch):
+    coco = tmp_path / "mask_rcnn_coco.h5"
+    coco.write_bytes(b"present, so nothing is downloaded")
+    monkeypatch.setattr(balloon, "COCO_WEIGHTS_PATH", str(coco))
+    m = _RecordingModel()
+    assert balloon._load_weights(m, "none") is None
+    assert balloon._load_weights(m, "COCO") == str(coco)
+    assert balloon._load_weights(m, "last").endswith("mask_rcnn_balloon_0003.h5")
+    assert balloon._load_weights(m, "/w/my.h5") == "/w/my.h5"
+    assert m.calls == [
+        # The COCO heads have 81 classes: left out, as in Matterport.
+        (str(coco), True, ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]),
+        ("/logs/balloon20240101T0000/mask_rcnn_balloon_0003.h5", True, None),
+        ("/w/my.h5", True, None)]
+
+
+def _training_available(monkeypatch):
+    """Route MaskRCNN.train / build_training_model to mrcnn.training until
+    the front door does it itself (no-op once it does)."""
+    from mrcnn import model as modellib, training
+    from mrcnn.graph import build, training_graph
+    if not hasattr(build, "build_training_model"):
+        monkeypatch.setattr(build, "build_training_model",
+                            training_graph.build_training_model, raising=False)
+    if not hasattr(modellib.MaskRCNN, "train"):
+        monkeypatch.setattr(modellib.MaskRCNN, "train",
+                            lambda self, *a, **k: training.train(self, *a, **k), raising=False)
+
+
+@pytest.mark.slow
+def test_train_one_epoch_then_splash_with_last(synthetic, tmp_path, monkeypatch):
+    """train: 1 epoch of 2 steps on the synthetic set writes Matterport's
+    checkpoint; splash --weights last finds and uses it."""
+    import keras
+    _training_available(monkeypatch)
+    keras.utils.set_random_seed(5)
+    logs = tmp_path / "logs"
+    code = run_main(["train", "--dataset", synthetic, "--weights", "none", "--logs", str(logs),
+                     "--epochs", "1", "--steps", "2", "--val-steps", "1", *TINY_ARGS])
+    assert code == 0
+    [checkpoint] = glob.glob(str(logs / "balloon*" / "mask_rcnn_balloon_0001.h5"))
+    src = os.path.join(synthetic, "val", "balloon_val_0000.jpg")
+    code = run_main(["splash", "--weights", "last", "--image", src, "--logs", str(logs),
+                     "--out", str(tmp_path / "out"), *TINY_ARGS])
+    assert code == 0
+    [png] = glob.glob(str(tmp_path / "out" / "splash_*.png"))
+    assert np.asarray(Image.open(png)).shape == (64, 80, 3)
