@@ -116,6 +116,8 @@ class MaskRCNN(object):
             from mrcnn.graph.training_graph import build_training_model
             return build_training_model(config)
         from mrcnn.graph.build import build_inference_model
+        if config.INFERENCE_PRECISION == "bfloat16":
+            return _with_dtype_policy("mixed_bfloat16", build_inference_model, config)
         return build_inference_model(config)
 
     # ------------------------------------------------------------------
@@ -634,6 +636,20 @@ class MaskRCNN(object):
         for k, v in outputs_np.items():
             log(k, v)
         return outputs_np
+
+
+def _with_dtype_policy(policy, fn, *args):
+    """Call fn(*args) with Keras' global dtype policy set to `policy`, then
+    restore it. Layers take the policy in force when they are created, so the
+    model built here computes in that precision without changing anything
+    for models built later."""
+    import keras
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        return fn(*args)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 ############################################################

@@ -143,7 +143,8 @@ def build_rpn_graph(rpn_feature_maps, config):
     # [[logits_P2, probs_P2, bbox_P2], [logits_P3, ...], ...]
     per_level = [rpn([p]) for p in rpn_feature_maps]
     names = ["rpn_class_logits", "rpn_class", "rpn_bbox"]
-    return [keras.layers.Concatenate(axis=1, name=name)([level[i] for level in per_level])
+    return [keras.layers.Concatenate(axis=1, name=name, dtype="float32")(
+                [level[i] for level in per_level])
             for i, name in enumerate(names)]
 
 

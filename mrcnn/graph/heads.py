@@ -62,9 +62,15 @@ class TimeDistributed(keras.layers.TimeDistributed):
         return ops.reshape(y, (batch, steps) + tuple(y.shape[1:]))
 
 
-def _td(layer, name):
+# The heads' output layers always compute in float32, also when the rest of
+# the network runs in bfloat16 (Config.INFERENCE_PRECISION): scores, box
+# deltas and mask probabilities need float32's precision; their cost is small.
+OUTPUT_DTYPE = "float32"
+
+
+def _td(layer, name, dtype=None):
     """Wrap ``layer`` in our TimeDistributed; both carry ``name``."""
-    return TimeDistributed(layer, name=name)
+    return TimeDistributed(layer, name=name, dtype=dtype)
 
 
 def classifier_head_graph(pooled, pool_size, num_classes, train_bn=True,
@@ -97,15 +103,16 @@ def classifier_head_graph(pooled, pool_size, num_classes, train_bn=True,
     shared = keras.layers.Reshape((-1, fc_layers_size), name="pool_squeeze")(x)
 
     # Classifier head
-    mrcnn_class_logits = _td(keras.layers.Dense(num_classes, name="mrcnn_class_logits"),
-                             "mrcnn_class_logits")(shared)
-    mrcnn_probs = _td(keras.layers.Activation("softmax", name="mrcnn_class"),
-                      "mrcnn_class")(mrcnn_class_logits)
+    f32 = OUTPUT_DTYPE
+    mrcnn_class_logits = _td(keras.layers.Dense(num_classes, name="mrcnn_class_logits",
+                                                dtype=f32), "mrcnn_class_logits", f32)(shared)
+    mrcnn_probs = _td(keras.layers.Activation("softmax", name="mrcnn_class", dtype=f32),
+                      "mrcnn_class", f32)(mrcnn_class_logits)
 
     # BBox head: [B, N, K * 4] -> [B, N, K, (dy, dx, log(dh), log(dw))]
-    x = _td(keras.layers.Dense(num_classes * 4, activation="linear", name="mrcnn_bbox_fc"),
-            "mrcnn_bbox_fc")(shared)
-    mrcnn_bbox = keras.layers.Reshape((-1, num_classes, 4), name="mrcnn_bbox")(x)
+    x = _td(keras.layers.Dense(num_classes * 4, activation="linear", name="mrcnn_bbox_fc",
+                               dtype=f32), "mrcnn_bbox_fc", f32)(shared)
+    mrcnn_bbox = keras.layers.Reshape((-1, num_classes, 4), name="mrcnn_bbox", dtype=f32)(x)
 
     return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
 
@@ -152,7 +159,8 @@ def mask_head_graph(pooled, num_classes, train_bn=True):
                                          name="mrcnn_mask_deconv"), "mrcnn_mask_deconv")(x)
     # [B, N, 2P, 2P, K]
     return _td(keras.layers.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid",
-                                   name="mrcnn_mask"), "mrcnn_mask")(x)
+                                   name="mrcnn_mask", dtype=OUTPUT_DTYPE),
+               "mrcnn_mask", OUTPUT_DTYPE)(x)
 
 
 def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,

@@ -23,6 +23,8 @@ import keras
 
 __all__ = ["rpn_graph", "build_rpn_model"]
 
+OUTPUT_DTYPE = "float32"
+
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
     """Build the RPN head on one feature map.
@@ -38,19 +40,26 @@ def rpn_graph(feature_map, anchors_per_location, anchor_stride):
     shared = keras.layers.Conv2D(512, (3, 3), padding="same", activation="relu",
                                  strides=anchor_stride, name="rpn_conv_shared")(feature_map)
 
+    # The small output layers compute in float32 even when the network runs
+    # in bfloat16 (Config.INFERENCE_PRECISION): proposal ranking and box
+    # deltas need the precision.
+    f32 = OUTPUT_DTYPE
+
     # Anchor score: [B, h, w, A * 2] -> [B, h*w*A, 2]. Reshape keeps the
     # batch axis dynamic (no BATCH_SIZE baked in).
     x = keras.layers.Conv2D(2 * anchors_per_location, (1, 1), padding="valid",
-                            activation="linear", name="rpn_class_raw")(shared)
-    rpn_class_logits = keras.layers.Reshape((-1, 2), name="rpn_class_logits_reshape")(x)
+                            activation="linear", name="rpn_class_raw", dtype=f32)(shared)
+    rpn_class_logits = keras.layers.Reshape((-1, 2), name="rpn_class_logits_reshape",
+                                            dtype=f32)(x)
 
     # Softmax on the last axis (bg, fg). Matterport's name.
-    rpn_probs = keras.layers.Activation("softmax", name="rpn_class_xxx")(rpn_class_logits)
+    rpn_probs = keras.layers.Activation("softmax", name="rpn_class_xxx",
+                                        dtype=f32)(rpn_class_logits)
 
     # Box refinement: [B, h, w, A * 4] -> [B, h*w*A, (dy, dx, log(dh), log(dw))]
     x = keras.layers.Conv2D(anchors_per_location * 4, (1, 1), padding="valid",
-                            activation="linear", name="rpn_bbox_pred")(shared)
-    rpn_bbox = keras.layers.Reshape((-1, 4), name="rpn_bbox_reshape")(x)
+                            activation="linear", name="rpn_bbox_pred", dtype=f32)(shared)
+    rpn_bbox = keras.layers.Reshape((-1, 4), name="rpn_bbox_reshape", dtype=f32)(x)
 
     return [rpn_class_logits, rpn_probs, rpn_bbox]
 

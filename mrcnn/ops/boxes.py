@@ -20,6 +20,7 @@ results are bit-identical to its graph functions.
 import tensorflow as tf
 
 __all__ = [
+    "as_float32",
     "norm_boxes_graph",
     "denorm_boxes_graph",
     "apply_box_deltas_graph",
@@ -29,11 +30,20 @@ __all__ = [
 ]
 
 
+def as_float32(x):
+    """``x`` (NumPy array or tensor of any float/int dtype) as a float32 tensor.
+
+    Box and score arithmetic always runs in float32: under a reduced-precision
+    policy (Config.INFERENCE_PRECISION = "bfloat16") the network hands over
+    bfloat16 tensors, and bfloat16 boxes would be off by up to 1/256.
+    """
+    x = tf.convert_to_tensor(x)
+    return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+
+
 def _as_boxes(boxes, name="boxes"):
     """Converts to a float32 tensor and checks that the last axis has 4 values."""
-    boxes = tf.convert_to_tensor(boxes)
-    if boxes.dtype != tf.float32:
-        boxes = tf.cast(boxes, tf.float32)
+    boxes = as_float32(boxes)
     if boxes.shape.rank is not None and boxes.shape.rank == 0:
         raise ValueError(f"{name} must have a last axis of size 4 (y1, x1, y2, x2), got a scalar.")
     last = boxes.shape[-1] if boxes.shape.rank is not None else None

@@ -21,7 +21,7 @@ boxes at -inf, which picks the same rows in the same order.
 """
 import tensorflow as tf
 
-from mrcnn.ops.boxes import apply_box_deltas_graph, clip_boxes_graph
+from mrcnn.ops.boxes import apply_box_deltas_graph, as_float32, clip_boxes_graph
 
 __all__ = ["refine_detections"]
 
@@ -102,10 +102,10 @@ def refine_detections(
     boxes, score descending (ties: lower ROI index first), zero rows after
     the last detection (class_id 0 marks padding).
     """
-    rois = tf.convert_to_tensor(rois, tf.float32)
-    probs = tf.convert_to_tensor(probs, tf.float32)
-    deltas = tf.convert_to_tensor(deltas, tf.float32)
-    window = tf.convert_to_tensor(window, tf.float32)
+    rois = as_float32(rois)
+    probs = as_float32(probs)
+    deltas = as_float32(deltas)
+    window = as_float32(window)
     for name, t, rank in [("rois", rois, 3), ("probs", probs, 3), ("deltas", deltas, 4)]:
         if t.shape.rank is not None and t.shape.rank != rank:
             raise ValueError(f"{name} must have rank {rank} (see refine_detections docstring), got shape {t.shape}.")

@@ -7,7 +7,7 @@ K = min(pre_nms_limit, A) anchors kept before NMS, P = proposal_count.
 """
 import tensorflow as tf
 
-from mrcnn.ops.boxes import apply_box_deltas_graph, clip_boxes_graph
+from mrcnn.ops.boxes import apply_box_deltas_graph, as_float32, clip_boxes_graph
 
 __all__ = ["generate_proposals", "nms_padded"]
 
@@ -79,9 +79,9 @@ def generate_proposals(
     lower index first), deltas times std-dev, apply to the anchors, clip to
     the image (not the window), NMS, pad.
     """
-    rpn_probs = tf.convert_to_tensor(rpn_probs, tf.float32)
-    rpn_deltas = tf.convert_to_tensor(rpn_deltas, tf.float32)
-    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    rpn_probs = as_float32(rpn_probs)
+    rpn_deltas = as_float32(rpn_deltas)
+    anchors = as_float32(anchors)
     for name, t, rank, last in [
         ("rpn_probs", rpn_probs, 3, 2),
         ("rpn_deltas", rpn_deltas, 3, 4),

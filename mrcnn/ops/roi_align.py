@@ -77,6 +77,11 @@ def pyramid_roi_align(boxes, feature_maps, image_shape, pool_shape):
             f"boxes must be [batch, num_boxes, (y1, x1, y2, x2)], got shape {boxes.shape}."
         )
     feature_maps = [tf.convert_to_tensor(f) for f in feature_maps]
+    out_dtype = feature_maps[0].dtype if feature_maps else tf.float32
+    # crop_and_resize has no bfloat16 kernel: sample bfloat16 maps in float32
+    # (exact: every bfloat16 value is a float32 value) and cast back at the end.
+    feature_maps = [tf.cast(f, tf.float32) if f.dtype == tf.bfloat16 else f
+                    for f in feature_maps]
     if not feature_maps:
         raise ValueError("feature_maps must hold at least one feature map ([P2, P3, P4, P5]).")
     pool_shape = tuple(int(s) for s in pool_shape)
@@ -112,7 +117,7 @@ def pyramid_roi_align(boxes, feature_maps, image_shape, pool_shape):
     out_shape = tf.concat([[batch, num_boxes], tf.shape(pooled)[1:]], axis=0)
     pooled = tf.reshape(pooled, out_shape)
     pooled.set_shape(boxes.shape[:2].concatenate(pool_shape + (channels,)))
-    if pooled.dtype != feature_maps[0].dtype:
-        pooled = tf.cast(pooled, feature_maps[0].dtype)
+    if pooled.dtype != out_dtype:
+        pooled = tf.cast(pooled, out_dtype)
     return pooled
 
