@@ -229,6 +229,60 @@ class MaskRCNN(object):
         self.checkpoint_path = self.checkpoint_path.replace("*epoch*", "{epoch:04d}")
 
     # ------------------------------------------------------------------
+    # Training (mrcnn/training.py does the work)
+    # ------------------------------------------------------------------
+
+    def compile(self, learning_rate, momentum):
+        """Gets the model ready for training: SGD with momentum and
+        GRADIENT_CLIP_NORM; the losses and L2 weight decay are added by the
+        training model's train_step."""
+        from mrcnn import training
+        training.compile_model(self.keras_model, learning_rate, momentum,
+                               self.config.GRADIENT_CLIP_NORM)
+
+    def set_trainable(self, layer_regex, keras_model=None, indent=0, verbose=1):
+        """Sets model layers as trainable if their names match
+        the given regular expression."""
+        from mrcnn import training
+        training.set_trainable(keras_model or self.keras_model, layer_regex,
+                               verbose=verbose, indent=indent)
+
+    def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
+              augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
+              **kwargs):
+        """Train the model.
+        train_dataset, val_dataset: Training and validation Dataset objects.
+        learning_rate: The learning rate to train with
+        epochs: Number of training epochs. Note that previous training epochs
+                are considered to be done already, so this actually determines
+                the epochs to train in total rather than in this particular
+                call.
+        layers: Allows selecting which layers to train. It can be:
+            - A regular expression to match layer names to train
+            - One of these predefined values:
+              heads: The RPN, classifier and mask heads of the network
+              all: All the layers
+              3+: Train Resnet stage 3 and up
+              4+: Train Resnet stage 4 and up
+              5+: Train Resnet stage 5 and up
+        augmentation: Optional. An albumentations Compose (or any callable
+            with its ``image=..., masks=[...]`` keyword contract) applied to
+            training images; flips and rotations move the masks too.
+        custom_callbacks: Optional. Add custom callbacks to be called
+            with the keras fit_generator method. Must be list type.
+        no_augmentation_sources: Optional. List of sources to exclude for
+            augmentation. A source is string that identifies a dataset and is
+            defined in the Dataset class.
+        kwargs: verbose, workers, use_multiprocessing, seed (see
+            mrcnn.training.train).
+        Returns Keras' History.
+        """
+        from mrcnn import training
+        return training.train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
+                              augmentation=augmentation, custom_callbacks=custom_callbacks,
+                              no_augmentation_sources=no_augmentation_sources, **kwargs)
+
+    # ------------------------------------------------------------------
     # Inference
     # ------------------------------------------------------------------
 
