@@ -256,3 +256,45 @@ def test_argument_errors(tiny_coco, capsys):
     args = coco_sample.build_parser().parse_args(
         ["evaluate", "--dataset", "x", "--model", "none", "--download=False"])
     assert args.download is False  # Matterport's type=bool made this True
+
+
+class _RecordingModel:
+    def __init__(self, num_classes):
+        self.config = coco_sample.make_config("evaluate", NUM_CLASSES=num_classes)
+        self.calls = []
+
+    def load_weights(self, path, by_name=False, exclude=None):
+        self.calls.append((path, by_name, exclude))
+
+
+def test_coco_weights_keep_the_heads_only_for_81_classes(tmp_path, monkeypatch):
+    weights = tmp_path / "mask_rcnn_coco.h5"
+    weights.write_bytes(b"present, so nothing is downloaded")
+    monkeypatch.setattr(coco_sample, "COCO_MODEL_PATH", str(weights))
+    official, own = _RecordingModel(81), _RecordingModel(3)
+    coco_sample._load_weights(official, "coco")
+    coco_sample._load_weights(own, "coco")
+    assert official.calls == [(str(weights), True, None)]
+    assert own.calls == [(str(weights), True, ["mrcnn_class_logits", "mrcnn_bbox_fc",
+                                               "mrcnn_bbox", "mrcnn_mask"])]
+
+
+@pytest.mark.slow
+def test_train_one_epoch_on_a_coco_format_file(tiny_coco, tmp_path, monkeypatch):
+    """train --annotations: 1 epoch of 2 steps (flip augmentation on) writes
+    Matterport's checkpoint for a 3-class model."""
+    import h5py
+    import keras
+    from tests.samples.test_balloon import _training_available
+    _training_available(monkeypatch)
+    keras.utils.set_random_seed(2)
+    logs = tmp_path / "logs"
+    code = run_main(["train", "--annotations", tiny_coco[0], "--images", tiny_coco[1],
+                     "--model", "none", "--tiny", "--image-size", "64", "--epochs", "1",
+                     "--steps", "2", "--val-steps", "1", "--logs", str(logs)])
+    assert code == 0
+    [checkpoint] = glob.glob(str(logs / "coco*" / "mask_rcnn_coco_0001.h5"))
+    with h5py.File(checkpoint, "r") as f:
+        group = f["mrcnn_class_logits"]
+        kernel = [n for n in group.attrs["weight_names"] if "kernel" in str(n)][0]
+        assert group[kernel].shape == (1024, 3)  # background + car + train
