@@ -368,25 +368,11 @@ def test_weights_choices(tmp_path, monkeypatch):
         ("/w/my.h5", True, None)]
 
 
-def _training_available(monkeypatch):
-    """Route MaskRCNN.train / build_training_model to mrcnn.training until
-    the front door does it itself (no-op once it does)."""
-    from mrcnn import model as modellib, training
-    from mrcnn.graph import build, training_graph
-    if not hasattr(build, "build_training_model"):
-        monkeypatch.setattr(build, "build_training_model",
-                            training_graph.build_training_model, raising=False)
-    if not hasattr(modellib.MaskRCNN, "train"):
-        monkeypatch.setattr(modellib.MaskRCNN, "train",
-                            lambda self, *a, **k: training.train(self, *a, **k), raising=False)
-
-
 @pytest.mark.slow
-def test_train_one_epoch_then_splash_with_last(synthetic, tmp_path, monkeypatch):
+def test_train_one_epoch_then_splash_with_last(synthetic, tmp_path):
     """train: 1 epoch of 2 steps on the synthetic set writes Matterport's
     checkpoint; splash --weights last finds and uses it."""
     import keras
-    _training_available(monkeypatch)
     keras.utils.set_random_seed(5)
     logs = tmp_path / "logs"
     code = run_main(["train", "--dataset", synthetic, "--weights", "none", "--logs", str(logs),

@@ -280,13 +280,11 @@ def test_coco_weights_keep_the_heads_only_for_81_classes(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_train_one_epoch_on_a_coco_format_file(tiny_coco, tmp_path, monkeypatch):
+def test_train_one_epoch_on_a_coco_format_file(tiny_coco, tmp_path):
     """train --annotations: 1 epoch of 2 steps (flip augmentation on) writes
     Matterport's checkpoint for a 3-class model."""
     import h5py
     import keras
-    from tests.samples.test_balloon import _training_available
-    _training_available(monkeypatch)
     keras.utils.set_random_seed(2)
     logs = tmp_path / "logs"
     code = run_main(["train", "--annotations", tiny_coco[0], "--images", tiny_coco[1],
