@@ -204,16 +204,30 @@ def compile_model(keras_model, learning_rate, momentum, gradient_clip_norm=5.0):
         gradient tensor is clipped to this norm on its own.
 
     Call it again after :func:`set_trainable`: the train step is traced with
-    the trainable weights of the moment.
+    the trainable weights of the moment. Like Matterport, every call starts
+    from a fresh optimizer state (zero momentum). When the trainable weights,
+    momentum and clipping are those of the previous call, the optimizer is
+    reset and given the new learning rate instead of being replaced, which
+    keeps the traced train step (tracing takes a while on a CPU).
     """
     if not isinstance(keras_model, MaskRCNNTrainingModel):
         raise TypeError("compile_model() needs the training model "
                         "(MaskRCNN(mode='training', ...).keras_model).")
     clipnorm = None if gradient_clip_norm is None else float(gradient_clip_norm)
+    key = (tuple(id(v) for v in keras_model.trainable_variables), float(momentum), clipnorm)
+    optimizer = getattr(keras_model, "optimizer", None)
+    if optimizer is not None and getattr(keras_model, "_mrcnn_compile_key", None) == key:
+        lr = optimizer._learning_rate
+        for v in optimizer.variables:
+            if v is not lr:
+                v.assign(keras.ops.zeros(v.shape, v.dtype))  # iterations, momentums
+        optimizer.learning_rate = float(learning_rate)
+        return keras_model
     optimizer = keras.optimizers.SGD(learning_rate=float(learning_rate),
                                      momentum=float(momentum), clipnorm=clipnorm)
     # No XLA: NMS, crop_and_resize and the dynamic sampling do not compile.
     keras_model.compile(optimizer=optimizer, jit_compile=False)
+    keras_model._mrcnn_compile_key = key
     return keras_model
 
 
@@ -332,7 +346,7 @@ class DataSequence(keras.utils.PyDataset):
                  workers=1, use_multiprocessing=False, max_queue_size=10):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing,
                          max_queue_size=max_queue_size)
-        from mrcnn.graph.training_graph import _anchors_layer
+        from mrcnn.graph.training_graph import anchors_layer
         self.dataset = dataset
         self.config = config
         self.shuffle = bool(shuffle)
@@ -356,11 +370,7 @@ class DataSequence(keras.utils.PyDataset):
             raise ValueError(f"steps ({self.steps}) and batch_size ({self.batch_size}) must "
                              f"be >= 1.")
         # Anchors in pixels, for the RPN targets: [A, (y1, x1, y2, x2)]
-        layer = _anchors_layer(config)
-        from mrcnn import utils
-        self.anchors = utils.generate_pyramid_anchors(
-            layer.scales, layer.ratios, np.array(layer.backbone_shapes), layer.strides,
-            layer.anchor_stride)
+        self.anchors = anchors_layer(config).pixel_array()
         self.stats = collections.Counter()
         self._warned = set()
         self._lock = threading.Lock()
@@ -399,15 +409,20 @@ class DataSequence(keras.utils.PyDataset):
         """Count a ground-truth problem; log it once per (kind, image)."""
         with self._lock:
             self.stats[kind] += count
+            total = self.stats[kind]
             first = (kind, image_id) not in self._warned
             self._warned.add((kind, image_id))
         if first:
-            logger.warning("Image %s (%s): %s", image_id, self._reference(image_id), message)
+            logger.warning("Image %s (%s): %s (%s: %d so far).", image_id,
+                           self._reference(image_id), message, kind, total)
 
     def _reference(self, image_id):
+        try:
+            ref = self.dataset.image_reference(image_id)
+        except Exception:  # noqa: BLE001 - a broken image_reference must not hide the error
+            ref = None
         info = self.dataset.image_info[image_id]
-        ref = info.get("path") or info.get("id")
-        return f"source {info.get('source')!r}, {ref}"
+        return f"source {info.get('source')!r}, {ref or info.get('path') or info.get('id')}"
 
     def load(self, image_id):
         """Ground truth of one image, cleaned; None when the image is skipped.

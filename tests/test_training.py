@@ -61,10 +61,7 @@ def config():
 def model(config, tmp_path_factory):
     """A MaskRCNN in training mode (built once for the module)."""
     from mrcnn import model as modellib
-    from mrcnn.graph import build
     keras.utils.set_random_seed(1)
-    if not hasattr(build, "build_training_model"):  # until build.py routes to it
-        build.build_training_model = build_training_model
     return modellib.MaskRCNN(mode="training", config=config,
                              model_dir=str(tmp_path_factory.mktemp("logs")))
 
@@ -108,7 +105,7 @@ def test_training_graph_inputs_and_outputs(model, config):
 
 
 def test_anchor_layer_is_the_numpy_pyramid(config):
-    layer = training_graph._anchors_layer(config)
+    layer = training_graph.anchors_layer(config)
     pixels = utils.generate_pyramid_anchors(
         config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
         np.array([[16, 16], [8, 8], [4, 4], [2, 2], [1, 1]]), config.BACKBONE_STRIDES, 1)
@@ -404,10 +401,14 @@ def test_train_checkpoints_and_resumes(model, config):
     assert last == first
     model.load_weights(last, by_name=True)
     assert model.epoch == 1 and model.log_dir == log_dir
-    history = training.train(model, train_ds, None, learning_rate=0.01, epochs=2,
+    history = training.train(model, train_ds, None, learning_rate=0.005, epochs=2,
                              layers="heads", verbose=0, seed=0)
     assert history.epoch == [1] and model.epoch == 2
     _finite_named_losses(history)
+    # Each train() starts a fresh SGD state, as Matterport's compile() did:
+    # 2 steps since this call, not 4 (the traced step was kept, not rebuilt).
+    assert int(model.keras_model.optimizer.iterations) == config.STEPS_PER_EPOCH
+    np.testing.assert_allclose(float(model.keras_model.optimizer.learning_rate), 0.005)
     assert os.path.isfile(os.path.join(log_dir, "mask_rcnn_tiny_0002.h5"))
     assert model.find_last().endswith("mask_rcnn_tiny_0002.h5")
     # epochs is the final epoch: asking for 2 again trains nothing.

@@ -44,7 +44,7 @@ from mrcnn.graph.build import (build_feature_graph, build_rpn_graph, check_image
                                compute_backbone_shapes, layer_args)
 from mrcnn.graph.heads import build_fpn_mask_graph, fpn_classifier_graph
 
-__all__ = ["build_training_model", "Anchors", "NormBoxes", "ActiveClassIds", "LossOutput",
+__all__ = ["build_training_model", "anchors_layer", "anchor_count", "Anchors", "NormBoxes", "ActiveClassIds", "LossOutput",
            "LOSS_NAMES", "OUTPUT_NAMES"]
 
 # The five losses in Matterport's order (also the names of their layers).
@@ -90,13 +90,17 @@ class Anchors(keras.layers.Layer):
         self._anchors = self.anchor_array()
         self.built = True
 
+    def pixel_array(self):
+        """[A, (y1, x1, y2, x2)] float64 NumPy array, pixels (for build_rpn_targets)."""
+        from mrcnn import utils
+        return utils.generate_pyramid_anchors(
+            self.scales, self.ratios, np.array(self.backbone_shapes), self.strides,
+            self.anchor_stride)
+
     def anchor_array(self):
         """[A, (y1, x1, y2, x2)] float32 NumPy array, normalized."""
         from mrcnn import utils
-        pixels = utils.generate_pyramid_anchors(
-            self.scales, self.ratios, np.array(self.backbone_shapes), self.strides,
-            self.anchor_stride)
-        return utils.norm_boxes(pixels, self.image_shape).astype(np.float32)
+        return utils.norm_boxes(self.pixel_array(), self.image_shape).astype(np.float32)
 
     def call(self, inputs):
         anchors = tf.constant(self._anchors)
@@ -220,10 +224,11 @@ def _gt_masks_shape(config):
 
 def anchor_count(config):
     """A: number of anchors of the training graph (the length of input_rpn_match)."""
-    return len(_anchors_layer(config)._anchors)
+    return len(anchors_layer(config)._anchors)
 
 
-def _anchors_layer(config, name="anchors"):
+def anchors_layer(config, name="anchors"):
+    """The Anchors layer of ``config`` (IMAGE_SHAPE, RPN_ANCHOR_*, BACKBONE_STRIDES)."""
     image_shape = tuple(int(v) for v in config.IMAGE_SHAPE[:2])
     return Anchors(image_shape=image_shape,
                    scales=config.RPN_ANCHOR_SCALES,
@@ -249,8 +254,8 @@ def build_training_model(config):
     args = layer_args(config)
     h, w, c = (int(v) for v in config.IMAGE_SHAPE)
     G = int(config.MAX_GT_INSTANCES)
-    anchors_layer = _anchors_layer(config)
-    num_anchors = len(anchors_layer._anchors)
+    anchor_layer = anchors_layer(config)
+    num_anchors = len(anchor_layer._anchors)
 
     # Inputs
     input_image = keras.Input(shape=[h, w, c], name="input_image")
@@ -270,7 +275,7 @@ def build_training_model(config):
     rpn_class_logits, rpn_class, rpn_bbox = build_rpn_graph(rpn_feature_maps, config)
 
     # [B, A, 4] normalized, a constant
-    anchors = anchors_layer(input_image)
+    anchors = anchor_layer(input_image)
 
     # Proposals: [B, R, (y1, x1, y2, x2)] normalized, zero-padded
     proposal = args["proposal"]
