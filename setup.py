@@ -26,6 +26,7 @@ setup(
         "h5py",
         "albumentations",
         "tqdm",
+        "opencv-python-headless",  # video color splash (samples/balloon); albumentations needs it too
     ],
     extras_require={
         "dev": [
