@@ -17,8 +17,8 @@ from mrcnn import training, utils
 from mrcnn.config import Config
 from mrcnn.datasets.shapes import ShapesDataset
 from mrcnn.graph import training_graph
-from mrcnn.graph.training_graph import (ActiveClassIds, Anchors, LossOutput, NormBoxes,
-                                        build_training_model)
+from mrcnn.graph.training_graph import (ActiveClassIds, Anchors, FirstRows, LossOutput,
+                                        NormBoxes, max_positive_rois)
 
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
               "mrcnn_bbox_loss", "mrcnn_mask_loss")
@@ -93,7 +93,8 @@ def test_training_graph_inputs_and_outputs(model, config):
     shapes_ = {n: tuple(t.shape) for n, t in zip(names, km.outputs)}
     assert shapes_["ROI"] == (None, 64, 4)
     assert shapes_["output_rois"] == (None, 8, 4)
-    assert shapes_["mrcnn_mask"] == (None, 8, 28, 28, 4)
+    # The mask head runs on the int(8 * 0.33) = 2 rows that can be positive.
+    assert shapes_["mrcnn_mask"] == (None, 2, 28, 28, 4)
     assert shapes_["mrcnn_bbox"] == (None, 8, 4, 4)
     for n in LOSS_NAMES:
         assert shapes_[n] == ()
@@ -131,13 +132,33 @@ def test_small_layers_round_trip_and_values():
     meta = np.arange(2 * 16, dtype=np.float32).reshape(2, 16)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(ActiveClassIds()(meta)),
                                   meta[:, 12:])
-    for layer in (NormBoxes(name="n"), ActiveClassIds(name="a"),
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(FirstRows(2)(meta[:, :, None])), meta[:, :2, None])
+    for layer in (NormBoxes(name="n"), ActiveClassIds(name="a"), FirstRows(3, name="f"),
                   LossOutput("mrcnn_mask_loss")):
         cfg = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
         clone = keras.saving.deserialize_keras_object(cfg)
         assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
     with pytest.raises(ValueError, match="unknown loss"):
         LossOutput("mask_loss")
+
+
+def test_mask_loss_on_the_positive_rows_equals_the_full_loss(config):
+    """The mask head only sees the first P rows; the loss is Matterport's."""
+    from mrcnn.losses import mrcnn_mask_loss_graph
+    T, P = 32, max_positive_rois(
+        type("C", (), {"TRAIN_ROIS_PER_IMAGE": 32, "ROI_POSITIVE_RATIO": 0.33}))
+    assert P == 10
+    rng = np.random.default_rng(0)
+    class_ids = np.zeros((2, T), np.int32)
+    class_ids[0, :10] = rng.integers(1, 4, 10)  # as many positives as allowed
+    class_ids[1, :3] = rng.integers(1, 4, 3)    # fewer
+    target = (rng.random((2, T, 28, 28)) > 0.5).astype(np.float32)
+    pred = rng.random((2, T, 28, 28, 4)).astype(np.float32)
+    full = float(mrcnn_mask_loss_graph(target, class_ids, pred))
+    first = float(mrcnn_mask_loss_graph(target[:, :P], class_ids[:, :P], pred[:, :P]))
+    assert full > 0
+    np.testing.assert_allclose(first, full, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------
