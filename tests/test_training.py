@@ -277,6 +277,28 @@ def test_data_sequence_batches_are_padded_and_deterministic(config):
     assert first != second
 
 
+def test_augmentation_except_for_listed_sources(config):
+    calls = []
+
+    def flip(image, masks):  # albumentations' keyword contract
+        calls.append(len(masks))
+        return {"image": image[:, ::-1], "masks": [m[:, ::-1] for m in masks]}
+
+    ds = shapes(2, seed=4)
+    plain = training.DataSequence(ds, config, shuffle=False, steps=1)[0][0]
+    flipped = training.DataSequence(ds, config, shuffle=False, steps=1, augmentation=flip)[0][0]
+    assert len(calls) == 2
+    np.testing.assert_array_equal(flipped["input_image"], plain["input_image"][:, :, ::-1])
+    # Boxes follow the flip: x1' = 64 - x2, x2' = 64 - x1.
+    n = (plain["input_gt_class_ids"][0] > 0).sum()
+    box, fbox = plain["input_gt_boxes"][0, :n], flipped["input_gt_boxes"][0, :n]
+    np.testing.assert_array_equal(fbox[:, [1, 3]], 64 - box[:, [3, 1]])
+    skipped = training.DataSequence(ds, config, shuffle=False, steps=1, augmentation=flip,
+                                    no_augmentation_sources=["shapes"])[0][0]
+    assert len(calls) == 2
+    np.testing.assert_array_equal(skipped["input_image"], plain["input_image"])
+
+
 class DegenerateDataset(utils.Dataset):
     """Shapes images with the ground truth a real data set gets wrong."""
 
