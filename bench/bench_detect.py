@@ -43,6 +43,8 @@ def main(argv=None):
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=1024, help="image side in pixels")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time the network stage by stage (sub-models)")
     args = parser.parse_args(argv)
 
     class C(CocoInferenceConfig):
@@ -88,6 +90,45 @@ def main(argv=None):
     print(f"median of {args.runs}: detect() {med['detect']:.2f} s = mold {med['mold']:.3f} s "
           f"+ network {med['network']:.2f} s + unmold/paste {med['unmold']:.3f} s")
     print(f"peak RSS {peak_rss_gb():.2f} GB")
+    if args.stages:
+        stage_breakdown(model, image, args.runs)
+
+
+def stage_breakdown(model, image, runs):
+    """Time sub-models of the inference graph that end at successive stages;
+    the difference between two is the cost of the stage in between."""
+    import keras
+    import tensorflow as tf
+
+    km = model.keras_model
+    ends = [
+        ("backbone (C2..C5)", ["res5c_out"]),
+        ("+ FPN (P2..P6)", ["fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]),
+        ("+ RPN", ["rpn_class", "rpn_bbox"]),
+        ("+ proposals", ["ROI"]),
+        ("+ classifier head", ["mrcnn_class", "mrcnn_bbox"]),
+        ("+ detection layer", ["mrcnn_detection"]),
+        ("+ mask head (all)", ["mrcnn_detection", "mrcnn_mask"]),
+    ]
+    molded, metas, _ = model.mold_inputs([image])
+    anchors = model.get_anchors(molded[0].shape)[None]
+    inputs = [tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+              tf.constant(anchors)]
+    previous = 0.0
+    print("network stages (median of %d, cumulative -> stage cost):" % runs)
+    for label, names in ends:
+        sub = keras.Model(km.inputs, [km.get_layer(n).output for n in names])
+        fn = tf.function(lambda x, sub=sub: sub(x, training=False))
+        fn(inputs)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            out = fn(inputs)
+            [np.asarray(o) for o in tf.nest.flatten(out)]
+            times.append(time.perf_counter() - t)
+        med = float(np.median(times))
+        print(f"  {label:22s} {med:6.2f} s  -> {med - previous:5.2f} s")
+        previous = med
 
 
 if __name__ == "__main__":
