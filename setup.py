@@ -26,6 +26,7 @@ setup(
         "h5py",
         "albumentations",
         "tqdm",
+        "tensorboard",             # train() writes TensorBoard logs next to the checkpoints
         "opencv-python-headless",  # video color splash (samples/balloon); albumentations needs it too
     ],
     extras_require={

@@ -235,12 +235,6 @@ def compile_model(keras_model, learning_rate, momentum, gradient_clip_norm=5.0):
 #  Trainable layers
 ############################################################
 
-def _is_frozen_bn(layer):
-    """A BatchNorm with Matterport's TRAIN_BN False (see backbone.BatchNorm)."""
-    return (isinstance(layer, keras.layers.BatchNormalization)
-            and getattr(layer, "train_bn", None) is False)
-
-
 def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
     """Make the layers whose names fully match ``layer_regex`` trainable and
     freeze all other weight-carrying layers (Matterport's set_trainable).
@@ -251,9 +245,10 @@ def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
     verbose: > 0 prints the trainable layers.
 
     A ``TimeDistributed`` wrapper is matched by its name and its inner layer
-    follows it. BatchNorm layers built with ``train_bn=False`` (TRAIN_BN
-    False, the default) stay frozen whatever the regex: their statistics
-    and their gamma and beta do not change.
+    follows it. BatchNorm layers follow the regex like any other layer, as in
+    Matterport: with TRAIN_BN False (the default) their moving statistics
+    never change (backbone.BatchNorm always normalizes with them), but the
+    gamma and beta of a selected BatchNorm layer are trained.
 
     Returns: the names of the layers made trainable (nested ones as
     "rpn_model/rpn_conv_shared").
@@ -275,8 +270,6 @@ def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
             continue
         trainable = bool(re.fullmatch(layer_regex, layer.name))
         inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
-        if _is_frozen_bn(inner):
-            trainable = False
         layer.trainable = trainable
         inner.trainable = trainable
         if trainable:

@@ -182,29 +182,37 @@ def test_presets_select_the_expected_layers(model):
     assert "rpn_model/rpn_conv_shared" in heads and "fpn_c5p5" in heads
     assert "mrcnn_mask_deconv" in heads and "mrcnn_class_logits" in heads
     assert not any(n.startswith(("res", "bn", "conv1")) for n in heads)
-    # TRAIN_BN False: the heads' BatchNorms stay frozen too.
-    assert "mrcnn_class_bn1" not in heads and not km.get_layer("mrcnn_class_bn1").trainable
+    # As Matterport: the heads' BatchNorms are selected (gamma and beta
+    # train; with TRAIN_BN False their moving statistics never change).
+    assert "mrcnn_class_bn1" in heads and km.get_layer("mrcnn_class_bn1").trainable
     assert not km.get_layer("res2a_branch2a").trainable
+    assert not km.get_layer("bn2a_branch2a").trainable
     # Kernels and biases of 8 FPN convs, 3 RPN convs, 2 class convs, 2 denses,
-    # 4 mask convs, the deconv and the mask conv; no BatchNorm gamma or beta.
-    assert len(km.trainable_weights) == 2 * (8 + 3 + 2 + 2 + 4 + 1 + 1)
+    # 4 mask convs, the deconv and the mask conv; gamma and beta of the 2 class
+    # and 4 mask BatchNorms.
+    assert len(km.trainable_weights) == 2 * (8 + 3 + 2 + 2 + 4 + 1 + 1) + 2 * (2 + 4)
 
     four = set(training.set_trainable(km, "4+", verbose=0))
     assert {"res4a_branch2a", "res4f_branch2c", "res5c_branch2c", "fpn_p2"} <= four
-    assert not any(n.startswith(("res2", "res3", "bn")) for n in four)
-    assert four == set(heads) | {n for n in four if n.startswith(("res4", "res5"))}
+    assert "bn4a_branch2a" in four
+    assert not any(n.startswith(("res2", "res3", "bn2", "bn3", "bn_conv1")) for n in four)
+    assert four == set(heads) | {n for n in four
+                                 if n.startswith(("res4", "res5", "bn4", "bn5"))}
     three = set(training.set_trainable(km, "3+", verbose=0))
     assert "res3a_branch2a" in three and "res2c_branch2c" not in three
     five = set(training.set_trainable(km, "5+", verbose=0))
     assert "res5a_branch1" in five and "res4a_branch2a" not in five
     everything = set(training.set_trainable(km, "all", verbose=0))
-    assert "conv1" in everything and "bn_conv1" not in everything
-    # ResNet-50: 53 convs; FPN 8; RPN 3; heads: 2 class convs, 2 denses, 4 mask
-    # convs, deconv, mask conv.
-    assert len(everything) == 53 + 8 + 3 + 2 + 2 + 4 + 1 + 1
+    assert "conv1" in everything and "bn_conv1" in everything
+    # ResNet-50: 53 convs and 53 BatchNorms; FPN 8; RPN 3; heads: 2 class
+    # convs and BatchNorms, 2 denses, 4 mask convs and BatchNorms, deconv,
+    # mask conv.
+    assert len(everything) == 53 * 2 + 8 + 3 + 2 * 2 + 2 + 4 * 2 + 1 + 1
     custom = training.set_trainable(km, r"mrcnn\_mask.*", verbose=0)
     assert set(custom) == {"mrcnn_mask_conv1", "mrcnn_mask_conv2", "mrcnn_mask_conv3",
-                           "mrcnn_mask_conv4", "mrcnn_mask_deconv", "mrcnn_mask"}
+                           "mrcnn_mask_conv4", "mrcnn_mask_deconv", "mrcnn_mask",
+                           "mrcnn_mask_bn1", "mrcnn_mask_bn2", "mrcnn_mask_bn3",
+                           "mrcnn_mask_bn4"}
     with pytest.raises(ValueError, match="preset"):
         training.set_trainable(km, "res(", verbose=0)
 
