@@ -1,0 +1,209 @@
+"""samples/shapes/shapes.py: the command line (train, evaluate, detect, demo) on a
+tiny configuration, the mAP bookkeeping on hand-made detections, and one slow
+test that the CPU configuration really learns the shapes."""
+import contextlib
+import glob
+import io
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samples.shapes import shapes
+
+# 64x64 images, 2 steps of 2 images: a few seconds of training after the
+# model is built and traced.
+TINY = ["--image-size", "64", "--steps", "2", "--batch-size", "2", "--images", "4",
+        "--val-images", "2", "--seed", "5"]
+
+
+def run_main(argv):
+    """shapes.main(argv) -> (exit code, what it printed)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = shapes.main(argv)
+    return code, out.getvalue()
+
+
+def png_size(path):
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """logs folder after `train --epochs 1` of the tiny configuration."""
+    logs = tmp_path_factory.mktemp("logs")
+    code, printed = run_main(["train", "--logs", str(logs), "--epochs", "1"] + TINY)
+    assert code == 0, printed
+    return logs, printed
+
+
+def test_train_writes_a_checkpoint_and_says_where(trained):
+    logs, printed = trained
+    checkpoints = glob.glob(str(logs / "cpu_shapes*" / "mask_rcnn_cpu_shapes_0001.h5"))
+    assert len(checkpoints) == 1
+    assert f"Checkpoint: {checkpoints[0]}" in printed
+    # Keras' progress bar reports the losses by their Matterport names.
+    assert "2/2" in printed and "mrcnn_mask_loss" in printed
+
+
+def test_evaluate_prints_finite_maps_and_saves_pictures(trained, tmp_path):
+    logs, _ = trained
+    code, printed = run_main(["evaluate", "--logs", str(logs), "--weights", "last",
+                              "--out", str(tmp_path), "--pictures", "1"] + TINY)
+    assert code == 0, printed
+    match = re.search(r"mAP@0\.5 = ([0-9.]+)\s+mAP@\[\.5:\.95\] = ([0-9.]+)", printed)
+    assert match, printed
+    for value in match.groups():
+        assert math.isfinite(float(value)) and 0.0 <= float(value) <= 1.0
+    assert "4 images of seed 6" in printed  # --images; held out: --seed 5 trained
+    pictures = sorted(glob.glob(str(tmp_path / "eval_*.png")))
+    assert len(pictures) == 1
+    width, height = png_size(pictures[0])
+    assert width > 1.5 * height  # ground truth and detections side by side
+
+
+def test_detect_saves_one_picture_per_image(trained, tmp_path):
+    logs, _ = trained
+    code, printed = run_main(["detect", "--logs", str(logs), "--out", str(tmp_path)]
+                             + ["--image-size", "64", "--images", "3"])
+    assert code == 0, printed
+    pictures = sorted(glob.glob(str(tmp_path / "detect_*.png")))
+    assert [os.path.basename(p) for p in pictures] == [
+        "detect_0000.png", "detect_0001.png", "detect_0002.png"]
+    assert all(re.search(rf"^image {i}: ", printed, re.M) for i in range(3))
+
+
+@pytest.mark.slow  # a third model build and trace
+def test_train_resumes_from_the_last_checkpoint(trained, tmp_path):
+    logs, _ = trained
+    code, printed = run_main(["train", "--logs", str(logs), "--weights", "last",
+                              "--epochs", "2"] + TINY)
+    assert code == 0, printed
+    assert "from epoch 2 to 2" in printed
+    assert glob.glob(str(logs / "cpu_shapes*" / "mask_rcnn_cpu_shapes_0002.h5"))
+
+
+def test_demo_trains_evaluates_and_saves_pictures(tmp_path):
+    logs, out = tmp_path / "logs", tmp_path / "pictures"
+    code, printed = run_main(["demo", "--logs", str(logs), "--out", str(out), "--epochs", "1",
+                              "--pictures", "2"] + TINY)
+    assert code == 0, printed
+    for stage in ("Generating", "Building", "Training", "Evaluating", "Saving pictures"):
+        assert re.search(rf"^== {stage}", printed, re.M), stage
+    value = float(re.search(r"mAP@0\.5 = ([0-9.]+)", printed).group(1))
+    assert 0.0 <= value <= 1.0
+    checkpoint = re.search(r"^Checkpoint: (.+)$", printed, re.M).group(1)
+    assert os.path.isfile(checkpoint) and checkpoint.startswith(str(logs))
+    pictures = sorted(glob.glob(str(out / "demo_*.png")))
+    assert len(pictures) == 2 and all(p in printed for p in pictures)
+
+
+def test_bad_weights_fail_with_one_line_before_building(tmp_path, capsys):
+    # No checkpoint yet: the message says to train first.
+    assert shapes.main(["evaluate", "--logs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shapes.py: error: No cpu_shapes checkpoint under")
+    assert "train first" in err and "\n" not in err
+    # A missing file is named.
+    assert shapes.main(["detect", "--weights", str(tmp_path / "nope.h5")]) == 2
+    assert "nope.h5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["demo", "--image-size", "100"], ["train", "--epochs", "0"],
+                                  ["demo", "--weights", "last"], ["fly"]])
+def test_bad_arguments_are_usage_errors(argv):
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(io.StringIO()):
+        shapes.main(argv)
+    assert exc.value.code == 2
+
+
+def test_find_last_does_not_mix_configurations(tmp_path):
+    cpu, matterport = shapes.make_config("cpu"), shapes.make_config("matterport")
+    for run, name in [("cpu_shapes20240101T0000", "cpu_shapes_0003"),
+                      ("shapes20240101T0000", "shapes_0001"),
+                      ("shapes_old20250101T0000", "shapes_old_0009")]:
+        (tmp_path / run).mkdir()
+        (tmp_path / run / f"mask_rcnn_{name}.h5").write_bytes(b"")
+    assert shapes.find_last(cpu, str(tmp_path)).endswith("mask_rcnn_cpu_shapes_0003.h5")
+    assert shapes.find_last(matterport, str(tmp_path)).endswith("mask_rcnn_shapes_0001.h5")
+
+
+def test_configs():
+    cpu = shapes.make_config("cpu")
+    assert cpu.NAME == "cpu_shapes" and cpu.BACKBONE == "resnet50"
+    assert cpu.BATCH_SIZE == 8 and list(cpu.IMAGE_SHAPE) == [128, 128, 3]
+    # The mask head's output is twice its pooled size.
+    assert list(cpu.MASK_SHAPE) == [2 * cpu.MASK_POOL_SIZE] * 2
+    inference = shapes.make_config("cpu", inference=True, IMAGE_MAX_DIM=64, IMAGE_MIN_DIM=64)
+    assert inference.BATCH_SIZE == 1 and list(inference.IMAGE_SHAPE) == [64, 64, 3]
+    matterport = shapes.make_config("matterport")
+    assert type(matterport) is shapes.ShapesConfig and matterport.BACKBONE == "resnet101"
+    with pytest.raises(ValueError, match="Unknown configuration 'gpu'"):
+        shapes.make_config("gpu")
+
+
+class _FakeModel:
+    """Stands in for MaskRCNN in inference mode: detect() returns what
+    ``answer(image_index)`` gives."""
+
+    def __init__(self, config, answer):
+        self.config, self.answer, self.calls = config, answer, 0
+
+    def detect(self, images):
+        results = [self.answer(self.calls + i) for i in range(len(images))]
+        self.calls += len(images)
+        return results
+
+
+def test_evaluate_scores_perfect_and_empty_detections():
+    config = shapes.make_config("cpu", inference=True)
+    dataset = shapes.make_dataset(5, config, seed=3)
+    truth = [shapes._ground_truth(dataset, config, i) for i in dataset.image_ids]
+
+    def perfect(i):
+        _, class_ids, boxes, masks = truth[i]
+        return {"rois": boxes, "class_ids": class_ids, "masks": masks,
+                "scores": np.linspace(0.99, 0.9, len(class_ids))}
+
+    scores = shapes.evaluate(_FakeModel(config, perfect), dataset, batch_size=2, verbose=0)
+    assert scores["mAP50"] == 1.0 and scores["mAP"] == 1.0
+    assert scores["image_ids"] == list(dataset.image_ids) and len(scores["results"]) == 5
+
+    def nothing(i):
+        return {"rois": np.zeros((0, 4), np.int32), "class_ids": np.zeros(0, np.int32),
+                "masks": np.zeros(config.IMAGE_SHAPE[:2].tolist() + [0], bool),
+                "scores": np.zeros(0, np.float32)}
+
+    scores = shapes.evaluate(_FakeModel(config, nothing), dataset, verbose=0)
+    assert scores["mAP50"] == 0.0 and scores["mAP"] == 0.0
+
+    # Right boxes and masks, wrong classes: no match at any IoU.
+    def wrong_class(i):
+        result = perfect(i)
+        return dict(result, class_ids=result["class_ids"] % 3 + 1)
+
+    assert shapes.evaluate(_FakeModel(config, wrong_class), dataset, verbose=0)["mAP50"] == 0.0
+
+
+def test_validation_images_differ_from_training_images():
+    config = shapes.make_config("cpu")
+    train = shapes.make_dataset(3, config, seed=1)
+    val = shapes.make_dataset(3, config, seed=2)
+    assert all(not np.array_equal(train.load_image(i), val.load_image(i)) for i in range(3))
+    again = shapes.make_dataset(3, config, seed=1)
+    assert all(np.array_equal(train.load_image(i), again.load_image(i)) for i in range(3))
+
+
+def test_module_demo_forwards_to_the_shapes_demo(monkeypatch):
+    import mrcnn.demo
+
+    seen = []
+    monkeypatch.setattr(shapes, "main", lambda argv: seen.append(argv) or 0)
+    assert mrcnn.demo.main(["--seed", "3"]) == 0
+    assert seen == [["demo", "--seed", "3"]]
