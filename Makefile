@@ -24,8 +24,18 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
 
+# Speed and memory benchmarks (minutes; not part of the tests)
 bench: venv
 	$(PY) bench/bench_utils.py
+	$(PY) bench/bench_detect.py --precision float32 --stages
+	$(PY) bench/bench_detect.py --precision bfloat16
+	$(PY) bench/bench_train.py --case a
+	$(PY) bench/bench_train.py --case b
+	$(PY) bench/bench_train.py --case c
+
+# Re-run every notebook in full mode and store the outputs (figures) in them
+notebooks: venv
+	$(PY) notebooks/run_notebooks.py --mode full
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
