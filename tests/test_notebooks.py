@@ -1,0 +1,154 @@
+"""The notebooks in notebooks/: they run top to bottom (small mode), and the
+committed copies carry the outputs of a full run.
+
+The execution tests are slow (a kernel per notebook, two tiny trainings): in
+total a few minutes on 2 cores. They run in notebooks/run_notebooks.py's order
+and share one logs folder, so train_shapes' checkpoint is what demo,
+inspect_model and inspect_weights load (as with `make notebooks`).
+"""
+import importlib.util
+import json
+import pathlib
+import re
+
+import pytest
+
+NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _load_runner():
+    spec = importlib.util.spec_from_file_location("run_notebooks", NOTEBOOK_DIR / "run_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+run_notebooks = _load_runner()
+NOTEBOOKS = run_notebooks.NOTEBOOKS
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _text(nb):
+    """All stream, text/plain and text/html output of a notebook, in order."""
+    parts = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                parts.append("".join(out["text"]))
+            else:
+                for kind in ("text/plain", "text/html"):
+                    if kind in out.get("data", {}):
+                        parts.append("".join(out["data"][kind]))
+    return "\n".join(parts)
+
+
+def _errors(nb):
+    return [(i, out.get("ename"), out.get("evalue"))
+            for i, cell in enumerate(nb["cells"])
+            for out in cell.get("outputs", []) if out["output_type"] == "error"]
+
+
+# ----------------------------------------------------------------------------
+# Fast checks of the committed files
+# ----------------------------------------------------------------------------
+
+def test_every_notebook_is_listed_and_valid():
+    import nbformat
+    on_disk = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+    assert on_disk == sorted(NOTEBOOKS)
+    for name in NOTEBOOKS:
+        nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+        first_code = next(c for c in nb.cells if c.cell_type == "code")
+        assert "%matplotlib inline" in first_code.source, name
+        assert "import _setup as nb" in first_code.source, name
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_outputs_are_from_a_full_run(name):
+    nb = _read(NOTEBOOK_DIR / f"{name}.ipynb")
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    # Every code cell ran, in order, without errors.
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), name
+    assert _errors(nb) == []
+    text = _text(nb)
+    assert "mode=full" in text, f"{name}.ipynb was not stored from a full run (make notebooks)"
+    # Pictures are stored (a reader on a code host sees them)...
+    pngs = sum("image/png" in out.get("data", {}) for c in code for out in c["outputs"])
+    assert pngs >= 1, name
+    # ...and no machine-specific paths or TensorFlow C++ log lines.
+    assert not re.search(r"/(?:work|tmp|home|root)/", text), name
+    assert not re.search(r"^[IWE]\d{4} ", text, re.M), name
+
+
+def test_clean_outputs_drops_tensorflow_noise_and_absolute_paths():
+    import nbformat
+    root = str(run_notebooks.ROOT_DIR)
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+             "I0000 00:00:1795396917.890256   20096 port.cc:153] oneDNN custom operations are on.\n"
+             "E0000 00:00:1795396924.124604   20096 cuda_platform.cc:52] failed call to cuInit\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x")])
+    nb.cells[0].outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=noise),
+        nbformat.v4.new_output("stream", name="stdout",
+                               text=f"Loaded {root}/logs/shapes1/mask_rcnn_shapes_0001.h5\nok\n"),
+    ]
+    run_notebooks.clean_outputs(nb)
+    assert len(nb.cells[0].outputs) == 1  # the all-noise stream is gone
+    assert nb.cells[0].outputs[0]["text"] == "Loaded logs/shapes1/mask_rcnn_shapes_0001.h5\nok\n"
+
+
+def test_unknown_mode_or_notebook_is_refused():
+    with pytest.raises(ValueError, match="small' or 'full"):
+        run_notebooks.run(["demo"], mode="tiny")
+    with pytest.raises(ValueError, match="Unknown notebook"):
+        run_notebooks.run(["nope"], mode="small")
+
+
+# ----------------------------------------------------------------------------
+# Execution, small mode (slow)
+# ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("notebooks")
+    return {"logs_dir": root / "logs", "data_dir": root / "data", "output_dir": root / "executed"}
+
+
+# What each notebook must print beyond running cleanly: the step-by-step cells
+# redo a layer's work with mrcnn.ops and must agree with the layer.
+EXPECTED = {
+    "train_shapes": ["Classes: ['BG', 'square', 'circle', 'triangle']", "mAP @ IoU=50 over 2 images"],
+    "demo": ["mask_rcnn_shapes_0001.h5"],
+    "inspect_data": ["Anchors in Level 0 (P2, stride 4, feature map 16x16): 768",
+                     "Unique ROIs: 32 out of 32"],
+    "inspect_model": ["mask_rcnn_shapes_0001.h5",
+                      "generate_proposals == ROI layer: True",
+                      "step by step == ROI layer: True",
+                      "pyramid_roi_align == roi_align_classifier layer: True",
+                      "Same boxes as the mrcnn_detection layer: True",
+                      "refine_detections == mrcnn_detection layer: True"],
+    "inspect_weights": ["mask_rcnn_shapes_0001.h5", "WEIGHT NAME"],
+    "inspect_balloon_data": ["Class Count: 2", "Image shapes: [(64, 128, 3)]"],
+    "inspect_balloon_model": ["training a small model now",
+                              "refine_detections == mrcnn_detection layer: True"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_in_small_mode(name, shared_dirs):
+    pytest.importorskip("nbclient")
+    times = run_notebooks.run([name], mode="small", verbose=False, **shared_dirs)
+    nb = _read(shared_dirs["output_dir"] / f"{name}.ipynb")
+    assert _errors(nb) == []
+    text = _text(nb)
+    assert "mode=small" in text
+    for expected in EXPECTED[name]:
+        assert expected in text, f"{name}: {expected!r} not in the output"
+    assert times[name] < 300
