@@ -35,7 +35,8 @@ bench: venv
 
 # Re-run every notebook in full mode and store the outputs (figures) in them
 notebooks: venv
-	$(PY) notebooks/run_notebooks.py --mode full
+	rm -rf output/notebook_logs
+	$(PY) notebooks/run_notebooks.py --mode full --logs output/notebook_logs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

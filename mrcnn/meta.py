@@ -47,7 +47,8 @@ def compose_image_meta(image_id, original_image_shape, image_shape,
         list(image_shape) +           # size=3
         list(window) +                # size=4 (y1, x1, y2, x2) in image coordinates
         [scale] +                     # size=1
-        list(active_class_ids)        # size=num_classes
+        list(active_class_ids),       # size=num_classes
+        dtype=np.float64,             # also when every value is an int (scale 1)
     )
     return meta
 

@@ -574,12 +574,13 @@ class MaskRCNN(object):
                 backbone_shapes,
                 self.config.BACKBONE_STRIDES,
                 self.config.RPN_ANCHOR_STRIDE)
-            # Keep a copy of the latest anchors in pixel coordinates because
-            # it's used in inspect_model notebooks.
-            self.anchors = a
             # Normalize coordinates
-            self._anchor_cache[key] = utils.norm_boxes(a, image_shape[:2]).astype(np.float32)
-        return self._anchor_cache[key]
+            self._anchor_cache[key] = (a, utils.norm_boxes(a, image_shape[:2]).astype(np.float32))
+        pixels, normalized = self._anchor_cache[key]
+        # Keep a copy of the latest anchors in pixel coordinates because
+        # it's used in inspect_model notebooks.
+        self.anchors = pixels
+        return normalized
 
     # ------------------------------------------------------------------
     # Inspection

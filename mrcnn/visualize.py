@@ -537,6 +537,13 @@ def plot_overlaps(gt_class_ids, pred_class_ids, pred_scores,
                 len(pred_class_ids), len(gt_class_ids), overlaps.shape))
 
     ax, owns_figure = _new_axes(ax, figsize)
+    if overlaps.size == 0:
+        # No prediction or no ground truth: nothing to draw a matrix of
+        # (imshow of an empty array warns about identical limits).
+        ax.set_title("Overlaps: no predictions or no ground truth")
+        ax.axis("off")
+        _finish(ax.figure, owns_figure, save_path)
+        return
     ax.imshow(overlaps, interpolation="nearest", cmap=plt.cm.Blues)
     ax.set_yticks(np.arange(len(pred_class_ids)),
                   ["{} ({:.2f})".format(class_names[int(id_)], pred_scores[i])
@@ -582,6 +589,8 @@ def draw_boxes(image, boxes=None, refined_boxes=None,
     """
     if boxes is None and refined_boxes is None:
         raise ValueError("draw_boxes: pass boxes, refined_boxes or both")
+    boxes = None if boxes is None else np.asarray(boxes)
+    refined_boxes = None if refined_boxes is None else np.asarray(refined_boxes)
     N = boxes.shape[0] if boxes is not None else refined_boxes.shape[0]
 
     ax, owns_figure = _new_axes(ax, figsize)

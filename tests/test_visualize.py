@@ -451,3 +451,19 @@ def test_display_differences_unsorted_predictions():
     assert [t.get_text() for t in ax.texts][2:] == [
         "0.90 / 1.00", "0.60 / {:.2f}".format(iou)]
     assert 0.4 < iou < 0.7
+
+
+def test_plot_overlaps_without_predictions_draws_a_note(tmp_path, recwarn):
+    out = tmp_path / "empty.png"
+    visualize.plot_overlaps(np.array([1, 2]), np.zeros((0,), np.int32), np.zeros((0,)),
+                            np.zeros((0, 2)), ["bg", "a", "b"], save_path=str(out))
+    assert out.exists()
+    assert not [w for w in recwarn if "identical" in str(w.message)]
+
+
+def test_draw_boxes_accepts_lists(tmp_path):
+    out = tmp_path / "lists.png"
+    image = np.zeros((32, 32, 3), np.uint8)
+    visualize.draw_boxes(image, boxes=[[2, 2, 10, 10]], refined_boxes=[[3, 3, 12, 12]],
+                         save_path=str(out))
+    assert out.exists()
