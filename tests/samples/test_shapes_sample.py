@@ -14,6 +14,9 @@ from PIL import Image
 
 from samples.shapes import shapes
 
+# The slow learning test: EPOCHS epochs of STEPS steps of 8 images.
+EPOCHS, STEPS = 2, 30
+
 # 64x64 images, 2 steps of 2 images: a few seconds of training after the
 # model is built and traced.
 TINY = ["--image-size", "64", "--steps", "2", "--batch-size", "2", "--images", "4",
@@ -146,6 +149,7 @@ def test_configs():
     assert type(matterport) is shapes.ShapesConfig and matterport.BACKBONE == "resnet101"
     with pytest.raises(ValueError, match="Unknown configuration 'gpu'"):
         shapes.make_config("gpu")
+    assert shapes.demo_lr_factors(4) == (1.0, 1.0, 1.0, 0.1)
 
 
 class _FakeModel:
@@ -207,3 +211,36 @@ def test_module_demo_forwards_to_the_shapes_demo(monkeypatch):
     monkeypatch.setattr(shapes, "main", lambda argv: seen.append(argv) or 0)
     assert mrcnn.demo.main(["--seed", "3"]) == 0
     assert seen == [["demo", "--seed", "3"]]
+
+
+@pytest.mark.slow
+def test_it_learns_a_small_training_set(tmp_path):
+    """Train the CPU configuration from random weights on 8 images and find
+    them again: mAP@0.5 on those images goes from 0 to near 1.
+
+    This is the end-to-end "it learns" check: every loss must train (RPN
+    proposals, classes, boxes and masks all enter the mask AP), the
+    checkpoint must carry the weights, batch-norm statistics included, to the
+    inference model, and detect() must put the masks back in image pixels.
+    Measured on 2 cores (8 images, batch 8, 2 epochs of 30 steps, about 2
+    minutes with the model builds): mean loss of the epochs 3.85 -> 1.10 and
+    4.02 -> 1.32 in two runs; mAP@0.5 on the 8 images 0.97 (with
+    Matterport's anchors: 0.83 after 60 steps, 1.0 after 90).
+    The bars (loss halved, mAP@0.5 >= 0.7) leave room for run-to-run noise.
+    Held-out images are the demo's business: 60 steps on 8 images are far
+    too few to generalize.
+    """
+    shapes.seed_everything(3)
+    config = shapes.make_config("cpu", STEPS_PER_EPOCH=STEPS)
+    images = shapes.make_dataset(8, config, seed=3)
+    model = shapes._build("training", config, str(tmp_path))
+    history = shapes.train(model, images, None, epochs=EPOCHS, layers="all",
+                           lr_factors=shapes.demo_lr_factors(EPOCHS), seed=3, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+    inference = shapes._build("inference", shapes.make_config("cpu", inference=True),
+                              str(tmp_path))
+    inference.load_weights(shapes.find_last(config, str(tmp_path)), by_name=True)
+    scores = shapes.evaluate(inference, images, verbose=0)
+    assert scores["mAP50"] >= 0.7, scores["APs"]
