@@ -1,29 +1,17 @@
 """MaskRCNN (inference): detect() end to end against Matterport's golden G1
 results, run_graph, batching, anchors and bad input."""
-import json
 
 import numpy as np
 import pytest
 
 from mrcnn import model as modellib
-from mrcnn.config import Config
+from tests.graph import g1_config
 from tests.recipe import apply_recipe
 
 
-class G1Config(Config):
-    """The golden G1 configuration (GOLDEN.md section 2)."""
-    NAME = "golden"
-    GPU_COUNT = 1
-    IMAGES_PER_GPU = 1
-    BACKBONE = "resnet50"
-    NUM_CLASSES = 5
-    IMAGE_RESIZE_MODE = "square"
-    IMAGE_MIN_DIM = 256
-    IMAGE_MAX_DIM = 256
-    RPN_ANCHOR_SCALES = (16, 32, 64, 128, 256)
-    POST_NMS_ROIS_INFERENCE = 300
-    DETECTION_MIN_CONFIDENCE = 0.0
-    DETECTION_MAX_INSTANCES = 50
+# The golden G1 configuration (GOLDEN.md section 2), checked field by field
+# against tests/golden/g1_config.json by tests.graph.g1_config.
+G1Config = type(g1_config())
 
 
 @pytest.fixture(scope="module")
