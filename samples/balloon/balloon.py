@@ -60,6 +60,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # mrcnn.model (and with it TensorFlow, several seconds) is imported when a
 # model is built, so that bad arguments are reported at once.
+from mrcnn.cli import run_command  # noqa: E402
 from mrcnn import utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.datasets.via import ViaDataset  # noqa: E402
@@ -557,23 +558,7 @@ def run(args):
 def main(argv=None):
     """Command line entry point. Returns the exit code: 0 done, 2 bad
     input (a one-line message on stderr), 130 interrupted."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as e:
-        # Missing or broken files, downloads that failed, contradictory
-        # settings: the message names the file and the fix.
-        if args.traceback:
-            raise
-        message = " ".join(str(e).split())
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(build_parser(), argv, _check_args, run)
 
 
 if __name__ == '__main__':

@@ -69,6 +69,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # mrcnn.model (and with it TensorFlow, several seconds) is imported when a
 # model is built, so that bad arguments are reported at once.
+from mrcnn.cli import run_command  # noqa: E402
 from mrcnn import utils  # noqa: E402
 from mrcnn.datasets.coco import (DEFAULT_DATASET_YEAR, CocoConfig,  # noqa: E402,F401
                                  CocoDataset, build_coco_results, evaluate_coco_results)
@@ -510,23 +511,7 @@ def run(args):
 def main(argv=None):
     """Command line entry point. Returns the exit code: 0 done, 2 bad
     input (a one-line message on stderr), 130 interrupted."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as e:
-        # Missing or broken files, downloads that failed offline,
-        # contradictory settings: the message names the file and the fix.
-        if args.traceback:
-            raise
-        message = " ".join(str(e).split())
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(build_parser(), argv, _check_args, run)
 
 
 if __name__ == '__main__':

@@ -67,6 +67,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 # mrcnn.model (and with it TensorFlow, several seconds) is imported when a
 # model is built, so that bad arguments are reported at once.
+from mrcnn.cli import run_command  # noqa: E402
 from mrcnn.datasets.shapes import ShapesConfig, ShapesDataset  # noqa: E402
 
 __all__ = ["ShapesConfig", "CpuShapesConfig", "CONFIGS", "make_config", "make_dataset",
@@ -658,23 +659,7 @@ def _check_args(parser, args):
 def main(argv=None):
     """Command line entry point. Returns the exit code: 0 done, 2 bad
     input (a one-line message on stderr), 130 interrupted."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args)
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    except (OSError, ValueError) as e:
-        # Missing weights, weights of another configuration, folders that
-        # cannot be written: the message names the file and the fix.
-        if args.traceback:
-            raise
-        message = " ".join(str(e).split())
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(build_parser(), argv, _check_args, run)
 
 
 if __name__ == '__main__':
