@@ -390,25 +390,10 @@ def box_refinement_graph(box, gt_box):
     """TensorFlow version of ``box_refinement`` (kept for old user code).
 
     box, gt_box: [N, (y1, x1, y2, x2)] tensors; returns [N, (dy, dx, log(dh),
-    log(dw))] float32.
+    log(dw))] float32. The same as ``mrcnn.ops.box_refinement_graph``.
     """
-    import tensorflow as tf  # only this legacy helper needs TensorFlow
-
-    box = tf.cast(box, tf.float32)
-    gt_box = tf.cast(gt_box, tf.float32)
-    height = box[:, 2] - box[:, 0]
-    width = box[:, 3] - box[:, 1]
-    center_y = box[:, 0] + 0.5 * height
-    center_x = box[:, 1] + 0.5 * width
-    gt_height = gt_box[:, 2] - gt_box[:, 0]
-    gt_width = gt_box[:, 3] - gt_box[:, 1]
-    gt_center_y = gt_box[:, 0] + 0.5 * gt_height
-    gt_center_x = gt_box[:, 1] + 0.5 * gt_width
-    dy = (gt_center_y - center_y) / height
-    dx = (gt_center_x - center_x) / width
-    dh = tf.math.log(gt_height / height)
-    dw = tf.math.log(gt_width / width)
-    return tf.stack([dy, dx, dh, dw], axis=1)
+    from mrcnn.ops.boxes import box_refinement_graph as _graph  # imports TensorFlow
+    return _graph(box, gt_box)
 
 
 ############################################################

@@ -540,3 +540,12 @@ def test_fast_image_resize_is_bit_identical_to_skimage(in_shape, out_shape, dtyp
     exp = utils.resize(image, out_shape, preserve_range=True)
     assert got.dtype == exp.dtype
     np.testing.assert_array_equal(got, exp)
+
+
+def test_box_refinement_graph_equals_the_numpy_version():
+    box = np.array([[0, 0, 10, 10], [5, 5, 25, 15]], np.float32)
+    gt = np.array([[2, 1, 12, 13], [5, 6, 21, 15]], np.float32)
+    got = np.asarray(utils.box_refinement_graph(box, gt))
+    np.testing.assert_allclose(got, utils.box_refinement(box, gt), rtol=1e-6)
+    # hand-checked row 0: dy = (7 - 5) / 10, dw = log(12 / 10)
+    np.testing.assert_allclose(got[0], [0.2, 0.2, 0.0, np.log(1.2)], rtol=1e-6)
