@@ -214,7 +214,19 @@ def test_bfloat16_inference_stays_close_to_float32(golden, tmp_path):
     iou[golden["detect_class_ids"][:, None] != r["class_ids"][None, :]] = 0
     best, j = iou.max(axis=1), iou.argmax(axis=1)
     score_diff = np.abs(golden["detect_scores"] - r["scores"][j])
-    assert (best[:10] >= 0.9).all() and (score_diff[:10] < 0.01).all(), (best[:10], score_diff[:10])
+    # A detection whose IoU with a better one of its class is within 0.02
+    # of the NMS threshold is kept or suppressed by float noise alone (in
+    # G1, detection 9 overlaps detection 0 at IoU 0.2946 against 0.3), so
+    # the top-10 check leaves such detections to the 75% check below.
+    ref_boxes = golden["detect_rois"].astype(np.float64)
+    self_iou = utils.compute_overlaps(ref_boxes, ref_boxes)
+    same_class = golden["detect_class_ids"][:, None] == golden["detect_class_ids"][None, :]
+    earlier = np.tril(same_class, k=-1)
+    closest = np.where(earlier, self_iou, 0).max(axis=1)
+    stable = np.abs(closest - BF16.DETECTION_NMS_THRESHOLD) > 0.02
+    top = np.flatnonzero(stable[:10])
+    assert len(top) >= 9
+    assert (best[top] >= 0.9).all() and (score_diff[top] < 0.01).all(), (best[:10], score_diff[:10])
     assert (best >= 0.9).mean() >= 0.75
     # Mask probabilities of the top detections. This random-weight model's
     # masks sit near the 0.5 threshold (10-20% of pixels within 0.05 of it),

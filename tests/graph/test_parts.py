@@ -66,6 +66,77 @@ def test_batchnorm_config_round_trip_and_bad_value():
         BatchNorm(train_bn="no")
 
 
+def _bn4d(train_bn, dtype=None):
+    """A built BatchNorm on [B, H, W, 3] maps, statistics as _bn_with_stats."""
+    bn = BatchNorm(train_bn=train_bn, name="bn_test4d", dtype=dtype)
+    bn.build((None, 2, 2, 3))
+    bn.set_weights([np.array([2.0, 1.0, 0.5], "f4"), np.array([0.5, -1.0, 0.0], "f4"),
+                    np.array([1.0, 0.0, -2.0], "f4"), np.array([4.0, 1.0, 0.25], "f4")])
+    return bn
+
+
+X4 = np.arange(2 * 2 * 2 * 3, dtype="f4").reshape(2, 2, 2, 3) / 4.0 - 2.0
+
+
+def _frozen4d(x):
+    gamma, beta = np.array([2.0, 1.0, 0.5]), np.array([0.5, -1.0, 0.0])
+    mean, var = np.array([1.0, 0.0, -2.0]), np.array([4.0, 1.0, 0.25])
+    return (x - mean) / np.sqrt(var + EPS) * gamma + beta
+
+
+def test_frozen_batchnorm_in_fit_is_one_fused_op_with_the_same_values_and_gradients():
+    """Inside fit() (training=True) a frozen BatchNorm runs as one
+    FusedBatchNormV3; values and gradients are those of the formula:
+    d(sum y)/d gamma = sum over B, H, W of (x - mean) / sqrt(var + eps),
+    d(sum y)/d beta = B*H*W = 8, d(sum y)/dx = gamma / sqrt(var + eps)."""
+    import tensorflow as tf
+    bn = _bn4d(train_bn=False)
+    x = tf.constant(X4)
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = bn(x, training=True)
+            total = tf.reduce_sum(y)
+        return y, tape.gradient(total, [x, bn.gamma, bn.beta])
+
+    ops = {op.type for op in run.get_concrete_function(x).graph.get_operations()}
+    assert "FusedBatchNormV3" in ops
+    y, (dx, dgamma, dbeta) = run(x)
+    np.testing.assert_allclose(y.numpy(), _frozen4d(X4), rtol=1e-5, atol=1e-6)
+    mean, var = np.array([1.0, 0.0, -2.0]), np.array([4.0, 1.0, 0.25])
+    xhat = (X4 - mean) / np.sqrt(var + EPS)
+    np.testing.assert_allclose(dgamma.numpy(), xhat.sum(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(dbeta.numpy(), [8.0, 8.0, 8.0], rtol=1e-6)
+    np.testing.assert_allclose(dx.numpy(), np.broadcast_to(
+        np.array([2.0, 1.0, 0.5]) / np.sqrt(var + EPS), X4.shape), rtol=1e-5)
+    # The moving statistics stay as they were.
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), [1.0, 0.0, -2.0])
+
+
+def test_float32_inference_keeps_the_keras_formula_and_bfloat16_uses_the_fused_op():
+    """Float32 inference is not fused (its results stay bit-for-bit those of
+    the Keras formula the golden tests check); bfloat16 inference is, and
+    stays within bfloat16 rounding (8 bits: relative 2^-8) of the formula."""
+    import tensorflow as tf
+    bn = _bn4d(train_bn=False)
+    graph = tf.function(lambda x: bn(x, training=False)).get_concrete_function(
+        tf.constant(X4)).graph
+    assert "FusedBatchNormV3" not in {op.type for op in graph.get_operations()}
+    np.testing.assert_allclose(np.asarray(bn(X4, training=False)), _frozen4d(X4), rtol=1e-6,
+                               atol=1e-6)
+
+    bn16 = _bn4d(train_bn=False, dtype="mixed_bfloat16")
+    x16 = tf.cast(X4, tf.bfloat16)
+    graph = tf.function(lambda x: bn16(x, training=False)).get_concrete_function(x16).graph
+    assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+    out = bn16(x16, training=False)
+    assert out.dtype == tf.bfloat16
+    want = _frozen4d(tf.cast(x16, tf.float32).numpy())
+    np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), want, rtol=2 ** -7, atol=2e-2)
+
+
 @pytest.mark.parametrize("train_bn, expect", [(False, _frozen), (None, _batch_stats)])
 def test_time_distributed_batchnorm_honours_train_bn(train_bn, expect):
     """TimeDistributed(BatchNorm) inside a model run with training=True: a
