@@ -83,7 +83,14 @@ def weight_layers(model):
         elif isinstance(layer, keras.layers.TimeDistributed):
             yield layer.name, layer.name, type(layer.layer).__name__, layer
         else:
-            yield layer.name, layer.name, type(layer).__name__, layer
+            yield layer.name, layer.name, _matterport_class(layer), layer
+
+
+def _matterport_class(layer):
+    """The Keras class name of the layer in Matterport's model: our
+    FoldedConv2D is a Conv2D there (same weights)."""
+    name = type(layer).__name__
+    return "Conv2D" if name == "FoldedConv2D" else name
 
 
 def weight_kinds(layer, class_name):

@@ -510,3 +510,48 @@ def test_checkpoint_write_is_atomic(model, tmp_path, monkeypatch):
         cb.on_epoch_end(0)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["mask_rcnn_tiny_0001.h5"]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_clipped_momentum_sgd_matches_keras_sgd_with_clipnorm(nesterov):
+    """ClippedMomentumSGD (fused kernel, clip factor folded into the learning
+    rate) gives Keras' SGD(momentum, clipnorm) weights step after step: one
+    gradient above the clip norm (clipped), one below (untouched), one zero."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    init = [rng.normal(size=(3, 4)).astype("f4"), rng.normal(size=(5,)).astype("f4"),
+            rng.normal(size=(2, 2)).astype("f4")]
+    grads = [[rng.normal(size=w.shape).astype("f4") * s for w, s in zip(init, (10.0, 0.1, 0.0))]
+             for _ in range(3)]
+    assert np.linalg.norm(grads[0][0]) > 5.0 > np.linalg.norm(grads[0][1])
+
+    def run(optimizer):
+        variables = [keras.Variable(w) for w in init]
+        for step in grads:
+            optimizer.apply([tf.constant(g) for g in step], variables)
+        return [v.numpy() for v in variables]
+
+    ours = run(training.ClippedMomentumSGD(0.1, 0.9, clip_norm=5.0, nesterov=nesterov))
+    ref = run(keras.optimizers.SGD(0.1, momentum=0.9, clipnorm=5.0, nesterov=nesterov))
+    for a, b, w in zip(ours, ref, init):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(ours[0], init[0])  # it did move
+    np.testing.assert_array_equal(ours[2], init[2])  # zero gradient, zero momentum
+    # Hand check of the first step of the clipped weight (no Nesterov):
+    # w1 = w0 - lr * g * 5 / ||g||.
+    if not nesterov:
+        opt = training.ClippedMomentumSGD(0.1, 0.9, clip_norm=5.0)
+        v = keras.Variable(init[0])
+        opt.apply([tf.constant(grads[0][0])], [v])
+        g = grads[0][0]
+        np.testing.assert_allclose(v.numpy(), init[0] - 0.1 * g * 5.0 / np.linalg.norm(g),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_clipped_momentum_sgd_config_round_trip():
+    opt = training.ClippedMomentumSGD(0.02, 0.9, clip_norm=5.0)
+    clone = keras.optimizers.deserialize(json.loads(json.dumps(keras.optimizers.serialize(opt))))
+    assert isinstance(clone, training.ClippedMomentumSGD)
+    assert clone.clip_norm == 5.0 and clone.momentum == 0.9 and clone.clipnorm is None
+    with pytest.raises(ValueError, match="clip_norm"):
+        training.ClippedMomentumSGD(0.02, 0.9, clipnorm=5.0)

@@ -137,6 +137,89 @@ def test_float32_inference_keeps_the_keras_formula_and_bfloat16_uses_the_fused_o
     np.testing.assert_allclose(tf.cast(out, tf.float32).numpy(), want, rtol=2 ** -7, atol=2e-2)
 
 
+def _conv_bn_model(train_bn, use_bias=True):
+    """input [B, 5, 5, 2] -> conv_bn (3x3, 4 filters, same) -> ReLU, with
+    non-trivial BatchNorm weights."""
+    from mrcnn.graph.backbone import conv_bn
+    rng = np.random.default_rng(4)
+    inputs = keras.Input((5, 5, 2))
+    x = conv_bn(inputs, 4, (3, 3), "conv_t", "bn_t", train_bn, padding="same",
+                use_bias=use_bias)
+    model = keras.Model(inputs, keras.layers.Activation("relu")(x))
+    conv, bn = model.get_layer("conv_t"), model.get_layer("bn_t")
+    conv.set_weights([rng.normal(size=w.shape).astype("f4") for w in conv.get_weights()])
+    bn.set_weights([np.array([1.5, -0.5, 0.8, 2.0], "f4"), np.array([0.1, 0.2, -0.3, 0.0], "f4"),
+                    np.array([0.3, -1.0, 0.0, 2.0], "f4"), np.array([2.0, 0.5, 1.0, 9.0], "f4")])
+    return model
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv_bn_folds_a_frozen_batchnorm_in_fit_with_the_same_values_and_gradients(use_bias):
+    """In fit() (training=True) with TRAIN_BN False the pair runs as one
+    convolution with the normalization folded into kernel and bias: no batch
+    normalization op, same output and same gradients for the conv's and the
+    BatchNorm's weights as the unfolded layers (training=False)."""
+    import tensorflow as tf
+    model = _conv_bn_model(train_bn=False, use_bias=use_bias)
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 5, 5, 2)).astype("f4"))
+    w = tf.constant(np.random.default_rng(6).normal(size=(2, 5, 5, 4)).astype("f4"))
+    variables = model.trainable_variables
+    assert len(variables) == (4 if use_bias else 3)  # kernel, [bias], gamma, beta
+
+    def run(training):
+        @tf.function
+        def f(x):
+            with tf.GradientTape() as tape:
+                y = model(x, training=training)
+                loss = tf.reduce_sum(y * w)
+            return y, tape.gradient(loss, variables)
+        ops = {op.type for op in f.get_concrete_function(x).graph.get_operations()}
+        return f(x), ops
+
+    (y_fold, g_fold), ops_fold = run(True)
+    (y_ref, g_ref), ops_ref = run(False)
+    assert "FusedBatchNormV3" not in ops_fold and "Conv2D" in ops_fold
+    assert "Conv2D" in ops_ref
+    assert float(tf.reduce_max(tf.abs(y_ref))) > 1.0
+    np.testing.assert_allclose(y_fold.numpy(), y_ref.numpy(), rtol=1e-5, atol=1e-5)
+    for a, b, v in zip(g_fold, g_ref, variables):
+        assert float(tf.reduce_max(tf.abs(b))) > 0, v.name
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4, err_msg=v.name)
+    # The moving statistics are untouched.
+    np.testing.assert_array_equal(model.get_layer("bn_t").moving_variance.numpy(),
+                                  [2.0, 0.5, 1.0, 9.0])
+
+
+def test_conv_bn_with_batch_statistics_does_not_fold():
+    """TRAIN_BN None in fit(): batch statistics, which cannot be folded; the
+    output has per-channel batch mean 0 before the BatchNorm's beta."""
+    import tensorflow as tf
+    model = _conv_bn_model(train_bn=None)
+    bn = model.get_layer("bn_t")
+    assert not bn.folds_into_conv(True) and not bn.folds_into_conv(False)
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 5, 5, 2)).astype("f4"))
+    pre_relu = keras.Model(model.inputs, bn.output)(x, training=True).numpy()
+    gamma, beta = bn.gamma.numpy(), bn.beta.numpy()
+    np.testing.assert_allclose(((pre_relu - beta) / gamma).mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    frozen = _conv_bn_model(train_bn=False).get_layer("bn_t")
+    assert frozen.folds_into_conv(True) and not frozen.folds_into_conv(False)
+
+
+def test_conv_bn_pair_round_trips_as_two_matterport_layers():
+    """The pair is two layers in the model config (a registered FoldedConv2D
+    with the Conv2D weights, a BatchNorm), and a model rebuilt from JSON
+    gives the same inference output."""
+    import tensorflow as tf
+    model = _conv_bn_model(train_bn=False)
+    x = np.random.default_rng(5).normal(size=(2, 5, 5, 2)).astype("f4")
+    clone = keras.Model.from_config(json.loads(json.dumps(model.get_config())))
+    clone.set_weights(model.get_weights())
+    assert [type(layer).__name__ for layer in clone.layers[1:]] == [
+        "FoldedConv2D", "BatchNorm", "Activation"]
+    np.testing.assert_allclose(np.asarray(clone(x, training=False)),
+                               np.asarray(model(tf.constant(x), training=False)), rtol=1e-6)
+
+
 @pytest.mark.parametrize("train_bn, expect", [(False, _frozen), (None, _batch_stats)])
 def test_time_distributed_batchnorm_honours_train_bn(train_bn, expect):
     """TimeDistributed(BatchNorm) inside a model run with training=True: a
