@@ -48,6 +48,7 @@ true positive twice (recall above 1). No golden case depends on it.
 Licensed under the MIT License (Matterport's original is MIT as well).
 """
 
+import math
 import os
 import random
 import shutil
@@ -325,6 +326,9 @@ def non_max_suppression(boxes, scores, threshold):
     return np.array(pick, dtype=np.int32)
 
 
+_BBOX_LOG_SCALE_CLIP = math.log(1000.0 / 16)  # = mrcnn.ops.boxes.BBOX_LOG_SCALE_CLIP
+
+
 def apply_box_deltas(boxes, deltas):
     """Applies the given deltas to the given boxes.
 
@@ -345,8 +349,9 @@ def apply_box_deltas(boxes, deltas):
     # Apply deltas (in place: results stay float32)
     center_y += deltas[:, 0] * height
     center_x += deltas[:, 1] * width
-    height *= np.exp(deltas[:, 2])
-    width *= np.exp(deltas[:, 3])
+    # Capped as in mrcnn.ops.boxes (BBOX_LOG_SCALE_CLIP): no inf/NaN boxes.
+    height *= np.exp(np.minimum(deltas[:, 2], _BBOX_LOG_SCALE_CLIP))
+    width *= np.exp(np.minimum(deltas[:, 3], _BBOX_LOG_SCALE_CLIP))
     # Convert back to y1, x1, y2, x2
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width

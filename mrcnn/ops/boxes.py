@@ -17,7 +17,17 @@ All box functions work on any number of leading (batch) dimensions; the
 arithmetic is done in float32 in exactly Matterport's operation order, so the
 results are bit-identical to its graph functions.
 """
+import math
+
 import tensorflow as tf
+
+# Largest log-scale refinement applied to a box height or width: a box can
+# grow at most 1000/16 = 62.5x in one refinement (the bound torchvision and
+# Detectron use). Matterport has no bound: an untrained or diverged head can
+# output a log-scale of 100, exp() overflows to inf, and the box becomes
+# NaN (inf - inf), which crashes crop_and_resize. Trained models never come
+# near the bound, so their results are unchanged.
+BBOX_LOG_SCALE_CLIP = math.log(1000.0 / 16)
 
 __all__ = [
     "as_float32",
@@ -105,7 +115,8 @@ def apply_box_deltas_graph(boxes, deltas):
         ``boxes`` (or broadcastable).
 
     Returns: [..., (y1, x1, y2, x2)] float32 refined boxes, same frame as the
-    input: ``cy += dy * h; cx += dx * w; h *= exp(dh); w *= exp(dw)``.
+    input: ``cy += dy * h; cx += dx * w; h *= exp(dh); w *= exp(dw)``, with
+    dh and dw capped at BBOX_LOG_SCALE_CLIP (no inf or NaN boxes).
     """
     boxes = _as_boxes(boxes)
     deltas = _as_boxes(deltas, "deltas")
@@ -120,8 +131,8 @@ def apply_box_deltas_graph(boxes, deltas):
     # static, which moves results by 1 ulp away from Matterport's numbers.
     center_y = center_y - (-deltas[..., 0]) * height
     center_x = center_x - (-deltas[..., 1]) * width
-    height *= tf.exp(deltas[..., 2])
-    width *= tf.exp(deltas[..., 3])
+    height *= tf.exp(tf.minimum(deltas[..., 2], BBOX_LOG_SCALE_CLIP))
+    width *= tf.exp(tf.minimum(deltas[..., 3], BBOX_LOG_SCALE_CLIP))
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     y2 = y1 + height

@@ -120,3 +120,21 @@ def test_overlaps_by_hand_batched_and_u1(u1):
 def test_bad_last_axis_raises():
     with pytest.raises(ValueError, match="last axis of size 4"):
         apply_box_deltas_graph(np.zeros((3, 5), np.float32), np.zeros((3, 4), np.float32))
+
+
+def test_huge_log_scale_deltas_are_capped_not_nan():
+    """A diverged head's log-scale of 100 would overflow exp() and give NaN
+    boxes (inf - inf); it is capped at log(1000/16): the box grows 62.5x
+    about its centre. Deltas below the cap are untouched (bit-identical)."""
+    from mrcnn import utils
+    from mrcnn.ops.boxes import BBOX_LOG_SCALE_CLIP
+    assert BBOX_LOG_SCALE_CLIP == pytest.approx(np.log(62.5))
+    boxes = np.array([[10.0, 10.0, 14.0, 12.0], [0.0, 0.0, 8.0, 8.0]], np.float32)
+    deltas = np.array([[0.0, 0.0, 100.0, 1e30], [0.0, 0.0, 4.0, -3.0]], np.float32)
+    # box 0: centre (12, 11), h 4 -> 250, w 2 -> 125
+    expected0 = [12 - 125.0, 11 - 62.5, 12 + 125.0, 11 + 62.5]
+    for out in (apply_box_deltas_graph(boxes, deltas).numpy(), utils.apply_box_deltas(boxes, deltas)):
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out[0], expected0, rtol=1e-5)
+        np.testing.assert_allclose(out[1], [4 - 4 * np.exp(4.0), 4 - 4 * np.exp(-3.0),
+                                            4 + 4 * np.exp(4.0), 4 + 4 * np.exp(-3.0)], rtol=1e-5)
