@@ -79,7 +79,7 @@ def weight_layers(model):
         if isinstance(layer, keras.Model):
             for inner in layer.layers:
                 if inner.weights:
-                    yield layer.name, inner.name, type(inner).__name__, inner
+                    yield layer.name, inner.name, _matterport_class(inner), inner
         elif isinstance(layer, keras.layers.TimeDistributed):
             yield layer.name, layer.name, type(layer.layer).__name__, layer
         else:
@@ -88,9 +88,9 @@ def weight_layers(model):
 
 def _matterport_class(layer):
     """The Keras class name of the layer in Matterport's model: our
-    FoldedConv2D is a Conv2D there (same weights)."""
+    FoldedConv2D and SparseGradConv2D are Conv2Ds there (same weights)."""
     name = type(layer).__name__
-    return "Conv2D" if name == "FoldedConv2D" else name
+    return "Conv2D" if name in ("FoldedConv2D", "SparseGradConv2D") else name
 
 
 def weight_kinds(layer, class_name):

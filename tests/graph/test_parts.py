@@ -353,3 +353,33 @@ def test_bad_architecture_and_image_shape_raise_clearly():
     config.IMAGE_SHAPE = np.array([200, 256, 3])
     with pytest.raises(ValueError, match="IMAGE_SHAPE is 200x256.*divisible by 64"):
         check_image_shape(config)
+
+
+def test_rpn_shared_conv_is_a_sparse_gradient_conv2d_equal_to_keras_conv2d():
+    """rpn_conv_shared: same config, weights, output and gradients as
+    keras.layers.Conv2D; round-trips through JSON."""
+    import tensorflow as tf
+    from mrcnn.graph.rpn import SparseGradConv2D
+    rpn = build_rpn_model(2, 3, 8)
+    assert type(rpn.get_layer("rpn_conv_shared")) is SparseGradConv2D
+    ours = SparseGradConv2D(6, (3, 3), padding="same", activation="relu", strides=2)
+    ref = keras.layers.Conv2D(6, (3, 3), padding="same", activation="relu", strides=2)
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 7, 9, 4)).astype("f4"))
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(ours.get_weights())
+    w = np.zeros((2, 4, 5, 6), "f4")
+    w[0, 1, 2] = 1.0
+    w[1, 3, 4] = -1.0
+    results = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(y * w)
+        results.append((y.numpy(), [g.numpy() for g in tape.gradient(loss, layer.trainable_variables)]))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    clone = keras.saving.deserialize_keras_object(
+        json.loads(json.dumps(keras.saving.serialize_keras_object(ours))))
+    assert type(clone) is SparseGradConv2D and clone.strides == (2, 2)
