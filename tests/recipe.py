@@ -81,7 +81,7 @@ def weight_layers(model):
                 if inner.weights:
                     yield layer.name, inner.name, _matterport_class(inner), inner
         elif isinstance(layer, keras.layers.TimeDistributed):
-            yield layer.name, layer.name, type(layer.layer).__name__, layer
+            yield layer.name, layer.name, _matterport_class(layer.layer), layer
         else:
             yield layer.name, layer.name, _matterport_class(layer), layer
 

@@ -27,7 +27,7 @@ import math
 import keras
 import numpy as np
 
-__all__ = ["BatchNorm", "FoldedConv2D", "conv_bn", "identity_block", "conv_block", "resnet_graph",
+__all__ = ["BatchNorm", "FoldedConv2D", "conv_bn", "conv_bn_layers", "identity_block", "conv_block", "resnet_graph",
            "compute_backbone_shapes", "RESNET_STAGE4_BLOCKS"]
 
 # Number of identity blocks after res4a: ResNet-50 has res4b..res4f,
@@ -206,18 +206,26 @@ class FoldedConv2D(keras.layers.Conv2D):
         return y
 
 
-def conv_bn(x, filters, kernel_size, name, bn_name, train_bn, strides=(1, 1),
-            padding="valid", use_bias=True):
-    """Matterport's ``Conv2D(name=name)`` then ``BatchNorm(name=bn_name)``,
-    as a FoldedConv2D and BatchNorm pair (same layers, names and weights).
-
-    x: [B, H, W, C_in]. Returns the BatchNorm's output, [B, H', W', filters].
-    """
+def conv_bn_layers(filters, kernel_size, name, bn_name, train_bn, strides=(1, 1),
+                   padding="valid", use_bias=True):
+    """Matterport's ``Conv2D(name=name)`` and ``BatchNorm(name=bn_name)`` as
+    a paired FoldedConv2D and BatchNorm (same layers, names and weights).
+    Apply the BatchNorm to the conv's output, directly or each inside a
+    (folding) TimeDistributed. Returns (conv, bn)."""
     conv = FoldedConv2D(filters, kernel_size, strides=strides, padding=padding,
                         name=name, use_bias=use_bias)
     bn = BatchNorm(name=bn_name, train_bn=train_bn)
     object.__setattr__(conv, "_folded_bn", bn)
     object.__setattr__(bn, "_folded_conv", conv)
+    return conv, bn
+
+
+def conv_bn(x, filters, kernel_size, name, bn_name, train_bn, strides=(1, 1),
+            padding="valid", use_bias=True):
+    """``conv_bn_layers`` applied to x: [B, H, W, C_in]. Returns the
+    BatchNorm's output, [B, H', W', filters]."""
+    conv, bn = conv_bn_layers(filters, kernel_size, name, bn_name, train_bn, strides=strides,
+                              padding=padding, use_bias=use_bias)
     return bn(conv(x))
 
 
