@@ -10,8 +10,8 @@ Usage: import the module, or run it from the command line:
     python3 samples/shapes/shapes.py demo
 
     # Train, resume, evaluate, detect, step by step
-    python3 samples/shapes/shapes.py train --epochs=4
-    python3 samples/shapes/shapes.py train --weights=last --epochs=6
+    python3 samples/shapes/shapes.py train --epochs=16
+    python3 samples/shapes/shapes.py train --weights=last --epochs=18 --lr=0.004
     python3 samples/shapes/shapes.py evaluate --weights=last --images=100
     python3 samples/shapes/shapes.py detect --weights=last --images=4 --out=pictures
 
@@ -22,10 +22,12 @@ Usage: import the module, or run it from the command line:
 
 Two configurations:
 
-* ``cpu`` (``CpuShapesConfig``, the default): ResNet-50, 128x128 images,
-  smaller heads and fewer ROIs, trainable batch norm and a larger learning
-  rate, because there are no pretrained weights to start from. README.md
-  beside this file explains each choice and what it costs.
+* ``cpu`` (``CpuShapesConfig``, the default): a small ResNet-like backbone
+  (``small_backbone.py``, plugged in as Matterport's callable ``BACKBONE``),
+  64-channel feature maps, smaller heads and fewer ROIs, 128x128 images,
+  trainable batch norm and a larger, warmed-up then decaying learning rate,
+  because there are no pretrained weights to start from. README.md beside
+  this file explains each choice and what it costs.
 * ``matterport`` (``ShapesConfig`` of ``mrcnn.datasets.shapes``, unchanged):
   ResNet-101, Matterport's heads; meant to start from the COCO weights
   (``--weights=coco``, class layers excluded) on a GPU.
@@ -42,6 +44,7 @@ Licensed under the MIT License (Matterport's original is MIT as well).
 """
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -70,9 +73,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from mrcnn.cli import run_command  # noqa: E402
 from mrcnn.datasets.shapes import ShapesConfig, ShapesDataset  # noqa: E402
 
+try:
+    from samples.shapes.small_backbone import (compute_small_backbone_shapes,  # noqa: E402
+                                               small_resnet_graph)
+except ImportError:
+    # Run as a script without the checkout on the path: the module beside
+    # this file (the script's folder is sys.path[0]).
+    from small_backbone import compute_small_backbone_shapes, small_resnet_graph  # noqa: E402
+
 __all__ = ["ShapesConfig", "CpuShapesConfig", "CONFIGS", "make_config", "make_dataset",
-           "seed_everything", "lr_schedule", "demo_lr_factors", "set_batch_norm_momentum", "train", "evaluate", "detect", "save_comparison",
-           "demo", "main", "COCO_WEIGHTS_PATH", "HEAD_LAYERS", "DEFAULT_LOGS_DIR", "DEFAULT_OUT_DIR", "DEMO_EPOCHS"]
+           "seed_everything", "lr_factor", "lr_schedule", "set_batch_norm_momentum", "train",
+           "evaluate", "detect", "save_comparison", "backbone_name", "demo", "main",
+           "COCO_WEIGHTS_PATH", "HEAD_LAYERS", "DEFAULT_LOGS_DIR", "DEFAULT_OUT_DIR",
+           "DEMO_EPOCHS"]
 
 # Directory to save logs and model checkpoints, if not provided
 # through the command line argument --logs
@@ -93,18 +106,29 @@ HEAD_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"
 class CpuShapesConfig(ShapesConfig):
     """ShapesConfig sized to train from scratch on a 2-core CPU in minutes.
 
-    The cost of a training step is mostly the mask head: four 3x3 convolutions
-    with 256 channels on every ROI (fixed by Matterport's architecture, so its
-    weights still load). It scales with the number of ROIs times
-    MASK_POOL_SIZE squared, so both go down; the image size matters much less.
-    See README.md for the measured effect of each setting.
+    From random weights, what limits the result is the number of training
+    steps that fit in the time, so every part is sized to the task: a small
+    ResNet-like backbone (small_backbone.py) instead of ResNet-101, 64-channel
+    feature maps instead of 256, few ROIs, small masks; and the time saved
+    goes to many more steps, with a learning rate that warms up and then
+    decays (lr_factor). See README.md for the measured effect of each setting.
     """
     # Its own name: checkpoints go to logs/cpu_shapes<date>/, which
     # find_last() of the Matterport configuration ("shapes") never picks.
     NAME = "cpu_shapes"
 
-    # ResNet-50: a third less work than ResNet-101, and enough for shapes.
-    BACKBONE = "resnet50"
+    # Matterport's custom-backbone contract: BACKBONE(input_image,
+    # stage5=True, train_bn=TRAIN_BN) -> [C1, .., C5] (widths 32, 64, 128,
+    # 256; ResNet's strides 4..32), and the feature-map sizes for the
+    # anchors. staticmethod: a plain function in a class body would become a
+    # method, called with the config as its first argument.
+    BACKBONE = staticmethod(small_resnet_graph)
+    COMPUTE_BACKBONE_SHAPE = staticmethod(compute_small_backbone_shapes)
+
+    # Channels of the FPN levels P2..P6, the input of the RPN and of both
+    # heads' ROI pooling: 64 (Matterport 256). At 256 the FPN's 3x3 convs
+    # and the RPN on the 32x32 P2 cost more than the whole small backbone.
+    TOP_DOWN_PYRAMID_SIZE = 64
 
     # Matterport's image size and batch; shapes are 40 to 64 pixels wide.
     IMAGES_PER_GPU = 8
@@ -135,31 +159,35 @@ class CpuShapesConfig(ShapesConfig):
 
     # Smaller heads: a 256-wide classifier and 7x7 mask ROIs giving 14x14
     # masks (4x less mask-head work than 14x14 -> 28x28; edges of 40-64 px
-    # shapes are then still placed within about 2 pixels).
+    # shapes are then still placed within about 2 pixels). The mask head's
+    # four 3x3 convs keep Matterport's 256 channels (fixed in its
+    # architecture); they run on the positive ROIs only (5 per image).
     FPN_CLASSIF_FC_LAYERS_SIZE = 256
     MASK_POOL_SIZE = 7
     MASK_SHAPE = [14, 14]
 
     # No pretrained weights: batch norm must learn (batch statistics while
     # training, moving averages at inference), and the learning rate can be
-    # higher than Matterport's fine-tuning rate. Gradients are still clipped
-    # to GRADIENT_CLIP_NORM per tensor.
+    # much higher than Matterport's fine-tuning rate: SGD with momentum 0.9,
+    # gradients clipped to GRADIENT_CLIP_NORM per tensor.
     TRAIN_BN = None
-    LEARNING_RATE = 0.02
+    LEARNING_RATE = 0.04
 
-    # Not a Matterport field (this sample sets it on the BatchNorm layers of
-    # the training model): Keras' 0.99 averages the batch statistics over
-    # ~100 steps, too slowly for weights that change this fast from scratch.
-    # The inference model then normalizes with stale statistics; its RPN
-    # deltas blow up (exp overflow) and no proposal survives. 0.9 follows the
-    # last ~10 steps.
+    # Not Matterport fields (this sample reads them):
+    # The demo's learning rate rises linearly from 0 over the first
+    # LR_WARMUP_STEPS steps (random weights give large, erratic gradients at
+    # first), then follows a cosine down to 0 at the last step (lr_factor).
+    LR_WARMUP_STEPS = 100
+    # Set on the BatchNorm layers of the training model: Keras' 0.99
+    # averages the batch statistics over ~100 steps, too slowly for weights
+    # that change this fast from scratch. The inference model then
+    # normalizes with stale statistics; its RPN deltas blow up (exp
+    # overflow) and no proposal survives. 0.9 follows the last ~10 steps.
     BATCH_NORM_MOMENTUM = 0.9
 
     # Keep detections down to 0.3 confidence. AP ranks detections by score:
     # a low-scored correct detection raises it, a low-scored wrong one ranked
-    # after the correct ones does not lower it. After the demo's training
-    # many correct detections score 0.3-0.5 (mAP@0.5 0.32 at 0.3, 0.17 at
-    # Matterport's notebook value 0.5, same weights).
+    # after the correct ones does not lower it.
     DETECTION_MIN_CONFIDENCE = 0.3
 
     # One "epoch" is 100 steps of 8 images; the demo trains DEMO_EPOCHS of them.
@@ -170,15 +198,24 @@ class CpuShapesConfig(ShapesConfig):
 # --config choices
 CONFIGS = {"cpu": CpuShapesConfig, "matterport": ShapesConfig}
 
-# The demo's schedule: DEMO_EPOCHS epochs of STEPS_PER_EPOCH steps, all
-# layers, at LEARNING_RATE and a tenth of it for the last epoch (demo_lr_factors).
-DEMO_EPOCHS = 4
+# The demo's length: DEMO_EPOCHS epochs of STEPS_PER_EPOCH steps, all
+# layers, learning rate warmed up then decayed over the whole run (lr_factor).
+DEMO_EPOCHS = 16
 
 
-def demo_lr_factors(epochs):
-    """Learning-rate factors of the demo's epochs: 1, 1, ..., 1, 0.1. The
-    last, slower epoch settles the weights (and the batch-norm averages)."""
-    return (1.0,) * (epochs - 1) + (0.1,)
+def lr_factor(step, total_steps, warmup_steps):
+    """The demo's learning rate at ``step`` (0-based), as a fraction of
+    LEARNING_RATE: a linear warm-up to 1 over the first ``warmup_steps``
+    steps, then a cosine from 1 down to 0 at step ``total_steps``.
+
+    E.g. total 1000, warm-up 100: step 0 -> 0.01, 99 -> 1.0, 550 -> 0.5,
+    1000 and later -> 0.0.
+    """
+    warmup_steps = max(0, min(int(warmup_steps), int(total_steps) - 1))
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def make_config(name="cpu", inference=False, **overrides):
@@ -201,16 +238,34 @@ def make_config(name="cpu", inference=False, **overrides):
     return type(base.__name__, (base,), settings)()
 
 
-def lr_schedule(base_lr, factors):
-    """Keras callback setting the learning rate of each epoch to
-    ``base_lr * factors[epoch]`` (0-based; the last factor repeats)."""
+def lr_schedule(base_lr, total_steps, warmup_steps, steps_per_epoch):
+    """Keras callback setting the learning rate before every training step
+    to ``base_lr * lr_factor(step, total_steps, warmup_steps)``.
+
+    The step counts from epoch 0 (``epoch * steps_per_epoch + batch``), so a
+    run resumed at a later epoch continues the same curve. The rate of each
+    epoch's last step is logged as ``learning_rate``.
+    """
     import keras
 
-    factors = tuple(float(f) for f in factors)
+    class WarmupCosine(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch, self.rate = 0, float(base_lr)
 
-    def rate(epoch, lr):
-        return float(base_lr) * factors[min(epoch, len(factors) - 1)]
-    return keras.callbacks.LearningRateScheduler(rate)
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = int(epoch)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            step = self.epoch * int(steps_per_epoch) + int(batch)
+            self.rate = float(base_lr) * lr_factor(step, total_steps, warmup_steps)
+            self.model.optimizer.learning_rate = self.rate
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = self.rate
+
+    return WarmupCosine()
 
 
 def seed_everything(seed):
@@ -248,20 +303,28 @@ def make_dataset(count, config, seed):
 ############################################################
 
 def train(model, train_dataset, val_dataset, epochs, layers="all", learning_rate=None,
-          lr_factors=None, seed=None, verbose=1):
+          schedule=False, seed=None, verbose=1):
     """Train ``model`` up to epoch ``epochs`` (Matterport's meaning: the
     number of the last epoch, so a resumed model trains the difference).
 
     learning_rate: default config.LEARNING_RATE.
-    lr_factors: optional per-epoch factors of the rate (``lr_schedule``).
+    schedule: False: that rate throughout. True: warm-up and cosine decay
+        (lr_factor) over ``epochs * STEPS_PER_EPOCH`` steps, with
+        ``LR_WARMUP_STEPS`` steps of warm-up (at most a tenth of the steps).
     seed: order of the training images (None: random).
     Returns: Keras' History.
     """
-    lr = float(model.config.LEARNING_RATE if learning_rate is None else learning_rate)
-    callbacks = [lr_schedule(lr, lr_factors)] if lr_factors else None
+    config = model.config
+    lr = float(config.LEARNING_RATE if learning_rate is None else learning_rate)
+    callbacks, how = None, f"learning rate {lr:g}"
+    if schedule:
+        steps = int(epochs) * int(config.STEPS_PER_EPOCH)
+        warmup = min(int(getattr(config, "LR_WARMUP_STEPS", 0)), steps // 10)
+        callbacks = [lr_schedule(lr, steps, warmup, config.STEPS_PER_EPOCH)]
+        how = f"learning rate up to {lr:g} in {warmup} steps, then down to 0 (cosine)"
     print(f"Training {layers} layers from epoch {model.epoch + 1} to {epochs} "
-          f"({model.config.STEPS_PER_EPOCH} steps of {model.config.BATCH_SIZE} images each), "
-          f"learning rate {lr:g} on {len(train_dataset.image_ids)} images", flush=True)
+          f"({config.STEPS_PER_EPOCH} steps of {config.BATCH_SIZE} images each), "
+          f"{how}, on {len(train_dataset.image_ids)} images", flush=True)
     return model.train(train_dataset, val_dataset, learning_rate=lr, epochs=epochs,
                        layers=layers, custom_callbacks=callbacks, verbose=verbose, seed=seed)
 
@@ -479,6 +542,14 @@ def _build(mode, config, logs):
     return model
 
 
+def backbone_name(config):
+    """"resnet50", "resnet101", or the name of a BACKBONE callable."""
+    backbone = config.BACKBONE
+    if callable(backbone):
+        return getattr(backbone, "__name__", type(backbone).__name__)
+    return str(backbone)
+
+
 def _stage(text, start):
     print(f"\n== {text} ({time.time() - start:.0f} s since start)", flush=True)
 
@@ -487,7 +558,8 @@ def demo(logs=DEFAULT_LOGS_DIR, out=DEFAULT_OUT_DIR, epochs=DEMO_EPOCHS, train_i
          val_images=50, pictures=4, seed=1, config_name="cpu", overrides=None, verbose=1):
     """The main job: train from scratch, evaluate, save pictures.
 
-    Trains all layers for ``epochs`` epochs (demo_lr_factors) on
+    Trains all layers for ``epochs`` epochs (warm-up and cosine decay of the
+    learning rate, lr_factor) on
     ``train_images`` images of seed ``seed``, computes mAP@0.5 and
     mAP@[.5:.95] on ``val_images`` held-out images (seed + 1), saves a
     ground truth / detections picture of the first ``pictures`` of them.
@@ -505,13 +577,13 @@ def demo(logs=DEFAULT_LOGS_DIR, out=DEFAULT_OUT_DIR, epochs=DEMO_EPOCHS, train_i
     train_set = make_dataset(train_images, config, seed)
     val_set = make_dataset(val_images, config, seed + 1)
 
-    _stage(f"Building Mask R-CNN ({config.BACKBONE}, {config.IMAGE_SHAPE[0]}x"
+    _stage(f"Building Mask R-CNN ({backbone_name(config)}, {config.IMAGE_SHAPE[0]}x"
            f"{config.IMAGE_SHAPE[1]} images) with random weights", start)
     model = _build("training", config, logs)
 
     _stage(f"Training all layers for {epochs} epochs", start)
     train(model, train_set, val_set, epochs=epochs, layers="all",
-          lr_factors=demo_lr_factors(epochs), seed=seed, verbose=verbose)
+          schedule=True, seed=seed, verbose=verbose)
     checkpoint = find_last(config, logs)
 
     _stage(f"Evaluating {checkpoint} on {val_images} validation images", start)
@@ -555,8 +627,10 @@ def run(args):
         val_set = make_dataset(args.val_images, config, args.seed + 1)
         model = _build("training", config, args.logs)
         _load_weights(model, weights_path)
+        # From random weights, the demo's warm-up and decay; from weights
+        # (resuming, fine-tuning), Matterport's constant rate.
         train(model, train_set, val_set, epochs=args.epochs or model.epoch + 1,
-              layers=args.layers, seed=args.seed)
+              layers=args.layers, schedule=weights_path is None, seed=args.seed)
         checkpoint = find_last(config, args.logs)
         print(f"Checkpoint: {checkpoint} ({time.time() - start:.0f} s)")
         return {"checkpoint": checkpoint}
@@ -626,9 +700,9 @@ def build_parser():
                              "validation, evaluation and detection images use seed + 1 "
                              "(default 1)")
     parser.add_argument("--steps", type=int, help="training steps per epoch "
-                                                   "(STEPS_PER_EPOCH; cpu default 50)")
+                                                   "(STEPS_PER_EPOCH; default 100)")
     parser.add_argument("--lr", type=float, help="learning rate (LEARNING_RATE; cpu "
-                                                  "default 0.02)")
+                                                  "default 0.04)")
     parser.add_argument("--batch-size", type=int, metavar="IMAGES",
                         help="training images per step (IMAGES_PER_GPU; default 8)")
     parser.add_argument("--image-size", type=int, metavar="PIXELS",
