@@ -105,28 +105,27 @@ def test_training_graph_inputs_and_outputs(model, config):
     assert not any("anchor" in w.path for w in km.weights)
 
 
-def test_frozen_batch_norms_are_all_folded_in_the_training_step(model, config):
-    """TRAIN_BN False: in fit() every BatchNorm (backbone and heads) is
-    folded into its convolution, so the traced forward pass has no batch
-    normalization op and no Rsqrt of a feature map; at inference
-    (training=False) the BatchNorms run as written."""
+def test_frozen_backbone_batch_norms_are_folded_in_the_training_step(model, config):
+    """TRAIN_BN False: in fit() every backbone BatchNorm is folded into its
+    convolution (no batch-normalization op left for them); the heads' six
+    run as one FusedBatchNormV3 each (folding them measured slower: the
+    shapes step 2.89 -> 3.18 s). At inference (training=False) the
+    BatchNorms run as written (Keras' formula, no fused op)."""
     import tensorflow as tf
     assert config.TRAIN_BN is False
     km = model.keras_model
     bns = [layer for layer in _all_layers(km) if type(layer).__name__ == "BatchNorm"]
     assert len(bns) == 53 + 6  # ResNet-50's 53, mrcnn_class_bn1/2, mrcnn_mask_bn1..4
-    assert all(bn._folded_conv is not None for bn in bns)
+    folded = [bn for bn in bns if bn._folded_conv is not None]
+    assert len(folded) == 53 and all(bn.name.startswith("bn") for bn in folded)
     inputs = [tf.zeros((config.BATCH_SIZE,) + tuple(t.shape[1:]), t.dtype) for t in km.inputs]
 
     def op_types(training):
         fn = tf.function(lambda x: km(x, training=training))
         return [op.type for op in fn.get_concrete_function(inputs).graph.get_operations()]
 
-    in_fit = op_types(True)
-    assert "FusedBatchNormV3" not in in_fit and "Rsqrt" in in_fit  # rsqrt of the variances
-    assert in_fit.count("Conv2D") >= 53 + 6
-    at_inference = op_types(False)
-    assert "Rsqrt" in at_inference and at_inference.count("Rsqrt") >= len(bns)
+    assert op_types(True).count("FusedBatchNormV3") == 6
+    assert op_types(False).count("FusedBatchNormV3") == 0
 
 
 def _all_layers(model):

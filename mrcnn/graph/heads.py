@@ -21,7 +21,7 @@ tested on its own: ``fpn_classifier_graph`` = ``PyramidROIAlign`` +
 import keras
 from keras import ops
 
-from mrcnn.graph.backbone import conv_bn_layers
+from mrcnn.graph.backbone import BatchNorm
 from mrcnn.layers.roi_align import PyramidROIAlign
 
 __all__ = ["TimeDistributed", "fpn_classifier_graph", "classifier_head_graph",
@@ -90,17 +90,13 @@ def classifier_head_graph(pooled, pool_size, num_classes, train_bn=True,
             *before* multiplication by BBOX_STD_DEV
     """
     # Two F-wide FC layers, implemented as convs (Matterport: "for consistency").
-    # Each conv and BatchNorm pair folds in fit() when the BatchNorm is
-    # frozen (backbone.FoldedConv2D).
-    conv, bn = conv_bn_layers(fc_layers_size, (pool_size, pool_size), "mrcnn_class_conv1",
-                              "mrcnn_class_bn1", train_bn, padding="valid")
-    x = _td(conv, "mrcnn_class_conv1")(pooled)
-    x = _td(bn, "mrcnn_class_bn1")(x)
+    x = _td(keras.layers.Conv2D(fc_layers_size, (pool_size, pool_size), padding="valid",
+                                name="mrcnn_class_conv1"), "mrcnn_class_conv1")(pooled)
+    x = _td(BatchNorm(name="mrcnn_class_bn1", train_bn=train_bn), "mrcnn_class_bn1")(x)
     x = keras.layers.Activation("relu")(x)
-    conv, bn = conv_bn_layers(fc_layers_size, (1, 1), "mrcnn_class_conv2", "mrcnn_class_bn2",
-                              train_bn)
-    x = _td(conv, "mrcnn_class_conv2")(x)
-    x = _td(bn, "mrcnn_class_bn2")(x)
+    x = _td(keras.layers.Conv2D(fc_layers_size, (1, 1), name="mrcnn_class_conv2"),
+            "mrcnn_class_conv2")(x)
+    x = _td(BatchNorm(name="mrcnn_class_bn2", train_bn=train_bn), "mrcnn_class_bn2")(x)
     x = keras.layers.Activation("relu")(x)
 
     # [B, N, 1, 1, F] -> [B, N, F]
@@ -154,10 +150,9 @@ def mask_head_graph(pooled, num_classes, train_bn=True):
     """
     x = pooled
     for i in range(1, 5):
-        conv, bn = conv_bn_layers(256, (3, 3), f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}",
-                                  train_bn, padding="same")
-        x = _td(conv, f"mrcnn_mask_conv{i}")(x)
-        x = _td(bn, f"mrcnn_mask_bn{i}")(x)
+        x = _td(keras.layers.Conv2D(256, (3, 3), padding="same", name=f"mrcnn_mask_conv{i}"),
+                f"mrcnn_mask_conv{i}")(x)
+        x = _td(BatchNorm(name=f"mrcnn_mask_bn{i}", train_bn=train_bn), f"mrcnn_mask_bn{i}")(x)
         x = keras.layers.Activation("relu")(x)
     # [B, N, P, P, 256] -> [B, N, 2P, 2P, 256]
     x = _td(keras.layers.Conv2DTranspose(256, (2, 2), strides=2, activation="relu",
