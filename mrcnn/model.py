@@ -117,7 +117,12 @@ class MaskRCNN(object):
             return build_training_model(config)
         from mrcnn.graph.build import build_inference_model
         if config.INFERENCE_PRECISION == "bfloat16":
-            return _with_dtype_policy("mixed_bfloat16", build_inference_model, config)
+            # Pure bfloat16 layers: weights stored in bfloat16 (half the
+            # memory, and no float32 -> bfloat16 copy of every weight at
+            # each call; loading rounds them exactly as that copy would).
+            # BatchNorm keeps float32 weights (see backbone.BatchNorm) and
+            # the output layers are float32 throughout.
+            return _with_dtype_policy("bfloat16", build_inference_model, config)
         return build_inference_model(config)
 
     # ------------------------------------------------------------------

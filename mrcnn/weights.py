@@ -653,4 +653,8 @@ def _write_keras2(f, keras_model):
         _write_str_list(group, "weight_names", [name for _, name in entries])
         for variable, name in entries:
             value = keras.ops.convert_to_numpy(variable)
+            if value.dtype.name == "bfloat16":
+                # A bfloat16 inference model stores its conv weights in
+                # bfloat16; files are float32, as Matterport's (exact).
+                value = value.astype(np.float32)
             group.create_dataset(name, data=value, dtype=value.dtype)

@@ -243,3 +243,38 @@ def test_bfloat16_inference_stays_close_to_float32(golden, tmp_path):
         c = int(ref_det[k, 4])
         diffs.append(np.abs(ref[k, :, :, c] - ours[m, :, :, c]).mean())
     assert max(diffs) < 0.12 and np.mean(diffs) < 0.04, diffs
+
+
+def test_bfloat16_model_stores_bfloat16_conv_weights_and_saves_float32_files(tmp_path):
+    """INFERENCE_PRECISION="bfloat16": conv and dense weights are bfloat16
+    variables (half the memory), BatchNorm and output layers keep float32;
+    a float32 file loads (rounded to nearest, as a runtime cast would) and
+    save_weights writes float32 arrays, loadable by a float32 model."""
+    import h5py
+    import tensorflow as tf
+
+    class BF16(G1Config):
+        INFERENCE_PRECISION = "bfloat16"
+
+    fp32 = modellib.MaskRCNN("inference", G1Config(), str(tmp_path))
+    apply_recipe(fp32.keras_model)
+    fp32.save_weights(str(tmp_path / "fp32.h5"))
+    model = modellib.MaskRCNN("inference", BF16(), str(tmp_path))
+    km = model.keras_model
+    assert km.get_layer("res2a_branch2a").kernel.dtype == "bfloat16"
+    assert km.get_layer("bn2a_branch2a").moving_variance.dtype == "float32"
+    assert km.get_layer("mrcnn_class_logits").layer.kernel.dtype == "float32"
+    model.load_weights(str(tmp_path / "fp32.h5"), by_name=True)
+    want = fp32.keras_model.get_layer("res2a_branch2a").kernel.numpy()
+    got = km.get_layer("res2a_branch2a").kernel.numpy()
+    np.testing.assert_array_equal(got.astype(np.float32),
+                                  tf.cast(tf.cast(want, tf.bfloat16), tf.float32).numpy())
+    model.save_weights(str(tmp_path / "bf16.h5"))
+    with h5py.File(tmp_path / "bf16.h5", "r") as f:
+        group = f["res2a_branch2a"]
+        name = group.attrs["weight_names"][0]
+        name = name.decode() if isinstance(name, bytes) else name
+        assert group[name].dtype == np.float32
+        np.testing.assert_array_equal(group[name][()], got.astype(np.float32))
+    back = modellib.MaskRCNN("inference", G1Config(), str(tmp_path))
+    back.load_weights(str(tmp_path / "bf16.h5"), by_name=True)

@@ -59,6 +59,11 @@ class BatchNorm(keras.layers.BatchNormalization):
     """
 
     def __init__(self, train_bn=None, **kwargs):
+        if kwargs.get("dtype") is None and keras.config.dtype_policy().name == "bfloat16":
+            # Built under a pure bfloat16 policy (INFERENCE_PRECISION
+            # "bfloat16"): normalize bfloat16 maps, but keep gamma, beta and
+            # the statistics in float32 (a variance in bfloat16 loses digits).
+            kwargs["dtype"] = "mixed_bfloat16"
         super().__init__(**kwargs)
         if train_bn not in (None, True, False):
             raise ValueError(f"BatchNorm {self.name!r}: train_bn must be None, True "
