@@ -27,8 +27,8 @@ import math
 import keras
 import numpy as np
 
-__all__ = ["BatchNorm", "FoldedConv2D", "conv_bn", "conv_bn_layers", "identity_block", "conv_block", "resnet_graph",
-           "compute_backbone_shapes", "RESNET_STAGE4_BLOCKS"]
+__all__ = ["BatchNorm", "FoldedConv2D", "conv_bn", "conv_bn_layers", "identity_block",
+           "conv_block", "resnet_graph", "compute_backbone_shapes", "RESNET_STAGE4_BLOCKS"]
 
 # Number of identity blocks after res4a: ResNet-50 has res4b..res4f,
 # ResNet-101 has res4b..res4w.
@@ -110,8 +110,10 @@ class BatchNorm(keras.layers.BatchNormalization):
 
         Only for a frozen layer (moving statistics: TRAIN_BN False, or not
         trainable, or inference) on an NHWC map, and only where it pays:
-        inside ``fit()`` (one op forward and one backward instead of several
-        element-wise ones; 5% of a 1024x1024 ResNet-101 step) and in
+        inside ``fit()`` for a BatchNorm not folded into its conv (the
+        heads'; one op forward and one backward instead of several
+        element-wise ones, 5% of a 1024x1024 ResNet-101 step before the
+        backbone's were folded) and in
         reduced-precision inference (no float32 round trip of every feature
         map: bfloat16 detect() 2.4 -> 2.2 s and 150 MB less peak memory).
         Float32 inference keeps Keras' formula: it is no faster fused, and
