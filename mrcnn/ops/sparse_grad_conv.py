@@ -18,9 +18,9 @@ positions has a zero gradient; when more than DENSE_FRACTION (half) of
 them carry one, the dense kernels are used. The results are the dense
 gradients up to float summation order.
 
-Measured on one core (bench/bench_train.py): the 1024x1024 ResNet-101 step
-goes from 23.9 s to 18.8 s, the 128x128 batch-8 shapes step from 5.8 s to
-5.4 s.
+Measured with bench/bench_train.py pinned to one core (one run each, other
+work on the second core): the 1024x1024 ResNet-101 step went from 23.9 s
+to 18.8 s, the 128x128 batch-8 shapes step from 5.8 s to 5.4 s.
 """
 
 import tensorflow as tf
