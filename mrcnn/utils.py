@@ -326,7 +326,14 @@ def non_max_suppression(boxes, scores, threshold):
     return np.array(pick, dtype=np.int32)
 
 
-_BBOX_LOG_SCALE_CLIP = math.log(1000.0 / 16)  # = mrcnn.ops.boxes.BBOX_LOG_SCALE_CLIP
+# Largest log-scale refinement applied to a box height or width: a box can
+# grow at most 1000/16 = 62.5x in one refinement (the bound torchvision and
+# Detectron use). Matterport has no bound: an untrained or diverged head can
+# output a log-scale of 100, exp() overflows to inf, and the box becomes
+# NaN (inf - inf), which crashes crop_and_resize. Trained models never come
+# near the bound, so their results are unchanged. Used here and by
+# mrcnn.ops.boxes.apply_box_deltas_graph.
+BBOX_LOG_SCALE_CLIP = math.log(1000.0 / 16)
 
 
 def apply_box_deltas(boxes, deltas):
@@ -349,9 +356,9 @@ def apply_box_deltas(boxes, deltas):
     # Apply deltas (in place: results stay float32)
     center_y += deltas[:, 0] * height
     center_x += deltas[:, 1] * width
-    # Capped as in mrcnn.ops.boxes (BBOX_LOG_SCALE_CLIP): no inf/NaN boxes.
-    height *= np.exp(np.minimum(deltas[:, 2], _BBOX_LOG_SCALE_CLIP))
-    width *= np.exp(np.minimum(deltas[:, 3], _BBOX_LOG_SCALE_CLIP))
+    # Capped at BBOX_LOG_SCALE_CLIP: no inf/NaN boxes.
+    height *= np.exp(np.minimum(deltas[:, 2], BBOX_LOG_SCALE_CLIP))
+    width *= np.exp(np.minimum(deltas[:, 3], BBOX_LOG_SCALE_CLIP))
     # Convert back to y1, x1, y2, x2
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width

@@ -74,6 +74,12 @@ class BatchNorm(keras.layers.BatchNormalization):
         # does not track the conv as a sublayer (its weights would count twice).
         object.__setattr__(self, "_folded_conv", None)
 
+    def _frozen(self, training):
+        """True when this call normalizes with the moving statistics
+        (TRAIN_BN False, the layer not trainable, or not training)."""
+        effective = training if self.train_bn is None else self.train_bn
+        return not (bool(effective) and self.trainable) and not self.renorm
+
     def folds_into_conv(self, training):
         """True when, in this call, the paired FoldedConv2D applies this
         normalization itself and this layer passes its input through.
@@ -83,11 +89,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         constants is an affine map per channel, so it folds into the
         convolution's kernel and bias (see FoldedConv2D).
         """
-        if self._folded_conv is None or not training or self.renorm:
-            return False
-        effective = training if self.train_bn is None else self.train_bn
-        uses_batch_stats = bool(effective) and self.trainable
-        return not uses_batch_stats and keras.backend.backend() == "tensorflow"
+        return (self._folded_conv is not None and bool(training) and self._frozen(training)
+                and keras.backend.backend() == "tensorflow")
 
     def call(self, inputs, training=None, mask=None):
         """
@@ -98,31 +101,27 @@ class BatchNorm(keras.layers.BatchNormalization):
         """
         if mask is None and self.folds_into_conv(training):
             return inputs  # already normalized by the paired FoldedConv2D
-        in_fit = bool(training)
+        if mask is None and self._frozen(training) and self._fused_pays(inputs, training):
+            return self._frozen_fused(inputs)
         if self.train_bn is not None:
             training = self.train_bn
-        if self._use_fused(inputs, training, in_fit, mask):
-            return self._frozen_fused(inputs)
         return super().call(inputs, training=training, mask=mask)
 
-    def _use_fused(self, inputs, training, in_fit, mask):
-        """Whether to normalize with one FusedBatchNormV3 op (``_frozen_fused``).
+    def _fused_pays(self, inputs, training):
+        """Whether a frozen call should use one FusedBatchNormV3 op
+        (``_frozen_fused``) instead of Keras' formula.
 
-        Only for a frozen layer (moving statistics: TRAIN_BN False, or not
-        trainable, or inference) on an NHWC map, and only where it pays:
-        inside ``fit()`` for a BatchNorm not folded into its conv (the
+        Only on an NHWC map, and only where it pays: inside ``fit()``
+        (``training`` true) for a BatchNorm not folded into its conv (the
         heads'; one op forward and one backward instead of several
         element-wise ones, 5% of a 1024x1024 ResNet-101 step before the
-        backbone's were folded) and in
-        reduced-precision inference (no float32 round trip of every feature
-        map: bfloat16 detect() 2.4 -> 2.2 s and 150 MB less peak memory).
-        Float32 inference keeps Keras' formula: it is no faster fused, and
-        it keeps the float32 results as close to Matterport's as they are.
+        backbone's were folded) and in reduced-precision inference (no
+        float32 round trip of every feature map: bfloat16 detect()
+        2.4 -> 2.2 s and 150 MB less peak memory). Float32 inference keeps
+        Keras' formula: it is no faster fused, and it keeps the float32
+        results as close to Matterport's as they are.
         """
-        uses_batch_stats = bool(training) and self.trainable
-        if uses_batch_stats or mask is not None or self.renorm:
-            return False
-        if not (in_fit or self.compute_dtype in ("bfloat16", "float16")):
+        if not (bool(training) or self.compute_dtype in ("bfloat16", "float16")):
             return False
         return (self.scale and self.center and len(inputs.shape) == 4
                 and self.axis in (-1, 3, [3], [-1])

@@ -17,17 +17,11 @@ All box functions work on any number of leading (batch) dimensions; the
 arithmetic is done in float32 in exactly Matterport's operation order, so the
 results are bit-identical to its graph functions.
 """
-import math
-
 import tensorflow as tf
 
-# Largest log-scale refinement applied to a box height or width: a box can
-# grow at most 1000/16 = 62.5x in one refinement (the bound torchvision and
-# Detectron use). Matterport has no bound: an untrained or diverged head can
-# output a log-scale of 100, exp() overflows to inf, and the box becomes
-# NaN (inf - inf), which crashes crop_and_resize. Trained models never come
-# near the bound, so their results are unchanged.
-BBOX_LOG_SCALE_CLIP = math.log(1000.0 / 16)
+# The cap on log-scale box refinements (a box grows at most 62.5x), shared
+# with the NumPy apply_box_deltas; see mrcnn.utils.
+from mrcnn.utils import BBOX_LOG_SCALE_CLIP
 
 __all__ = [
     "as_float32",

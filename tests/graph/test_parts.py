@@ -379,6 +379,7 @@ def test_rpn_shared_conv_is_a_sparse_gradient_conv2d_equal_to_keras_conv2d():
         results.append((y.numpy(), [g.numpy() for g in tape.gradient(loss, layer.trainable_variables)]))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6, atol=1e-6)
     for a, b in zip(results[0][1], results[1][1]):
+        assert np.abs(b).max() > 0.01  # the two positions' gradients pass the ReLU
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     clone = keras.saving.deserialize_keras_object(
         json.loads(json.dumps(keras.saving.serialize_keras_object(ours))))

@@ -127,7 +127,7 @@ def test_huge_log_scale_deltas_are_capped_not_nan():
     boxes (inf - inf); it is capped at log(1000/16): the box grows 62.5x
     about its centre. Deltas below the cap are untouched (bit-identical)."""
     from mrcnn import utils
-    from mrcnn.ops.boxes import BBOX_LOG_SCALE_CLIP
+    from mrcnn.utils import BBOX_LOG_SCALE_CLIP
     assert BBOX_LOG_SCALE_CLIP == pytest.approx(np.log(62.5))
     boxes = np.array([[10.0, 10.0, 14.0, 12.0], [0.0, 0.0, 8.0, 8.0]], np.float32)
     deltas = np.array([[0.0, 0.0, 100.0, 1e30], [0.0, 0.0, 4.0, -3.0]], np.float32)
