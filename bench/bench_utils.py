@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mrcnn import utils  # noqa: E402
+from mrcnn import resize, utils  # noqa: E402
 
 
 def _median_ms(fn, repeat):
@@ -134,7 +134,7 @@ def main():
     assert np.array_equal(utils.resize_image(image, 800, 1024, 0, "square")[0],
                           matterport_resize_image_square(image, 800, 1024))
     assert np.array_equal(utils.resize_mask(image_mask, scale, padding),
-                          utils._resize_mask_scipy(image_mask, scale, padding))
+                          resize._resize_mask_scipy(image_mask, scale, padding))
 
     rows = [
         ("generate_pyramid_anchors 1024x1024 (261,888)",
@@ -155,7 +155,7 @@ def main():
          lambda: matterport_resize_image_square(image, 800, 1024)),
         (f"resize_mask 800x1066x{n} -> 1024 square",
          lambda: utils.resize_mask(image_mask, scale, padding),
-         lambda: utils._resize_mask_scipy(image_mask, scale, padding)),
+         lambda: resize._resize_mask_scipy(image_mask, scale, padding)),
     ]
 
     print(f"mrcnn.utils, median of {r} runs (ms); Matterport's loop formulation alongside")

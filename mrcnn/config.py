@@ -26,10 +26,13 @@ import math
 
 import numpy as np
 
+from mrcnn.meta import image_meta_size
+from mrcnn.resize import RESIZE_MODES
+
 # Backbone names the model builder knows (mrcnn/graph/backbone.py).
 BACKBONES = ("resnet50", "resnet101")
 # Resize modes utils.resize_image knows.
-IMAGE_RESIZE_MODES = ("none", "square", "pad64", "crop")
+IMAGE_RESIZE_MODES = RESIZE_MODES
 # Numeric precisions of the inference network.
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
 # The five losses, in Matterport's order; LOSS_WEIGHTS must name exactly these.
@@ -262,7 +265,7 @@ class Config(object):
 
         # Image meta data length
         # See compose_image_meta() for details
-        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        self.IMAGE_META_SIZE = image_meta_size(self.NUM_CLASSES)
 
         self.validate()
 

@@ -1,9 +1,11 @@
-"""Image meta data and image molding (NumPy side).
+"""Image meta data: the vector that travels with each molded image (NumPy side).
 
 The model receives, next to each molded image, a flat float vector of meta data
 so the graph knows where the real image sits inside the padded input and which
 classes its data set has. The layout is Matterport's, so checkpoints and code
-written for it keep working:
+written for it keep working. It is defined here once (``META_FIELDS``); the
+TensorFlow reader ``mrcnn.ops.image_meta.parse_image_meta_graph`` and
+``Config.IMAGE_META_SIZE`` use these constants:
 
     index   0       image_id
             1:4     original_image_shape (H, W, C) before resizing
@@ -15,14 +17,40 @@ written for it keep working:
                     data set (used by the classifier loss when training on
                     several data sets with different classes)
 
-``IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + NUM_CLASSES``.
+``IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + NUM_CLASSES`` (``image_meta_size``).
 
-The TensorFlow counterpart ``parse_image_meta_graph`` is in
-``mrcnn/ops/image_meta.py``.
+Molding (mean subtraction) and the rest of the image pre/post-processing are in
+``mrcnn.transform``.
 """
 import numpy as np
 
-__all__ = ["compose_image_meta", "parse_image_meta", "mold_image", "unmold_image"]
+__all__ = ["META_FIELDS", "IMAGE_META_FIXED_SIZE", "image_meta_size", "meta_field_slices",
+           "compose_image_meta", "parse_image_meta"]
+
+# (field, start, stop) of each meta field; active_class_ids runs to the end.
+META_FIELDS = (
+    ("image_id", 0, 1),
+    ("original_image_shape", 1, 4),
+    ("image_shape", 4, 7),
+    ("window", 7, 11),
+    ("scale", 11, 12),
+    ("active_class_ids", 12, None),
+)
+# Number of meta values before the active_class_ids.
+IMAGE_META_FIXED_SIZE = 12
+
+
+def image_meta_size(num_classes: int) -> int:
+    """Length of the meta vector of a model with ``num_classes`` classes
+    (background included): ``Config.IMAGE_META_SIZE``."""
+    return IMAGE_META_FIXED_SIZE + int(num_classes)
+
+
+def meta_field_slices():
+    """{field: index or slice} into a meta vector, from META_FIELDS: an int
+    for the one-value fields (image_id, scale), a slice for the others."""
+    return {name: (start if stop == start + 1 else slice(start, stop))
+            for name, start, stop in META_FIELDS}
 
 
 def compose_image_meta(image_id, original_image_shape, image_shape,
@@ -65,40 +93,11 @@ def parse_image_meta(meta):
     active_class_ids [batch, NUM_CLASSES] int32.
     """
     meta = np.asarray(meta)
-    if meta.ndim != 2 or meta.shape[1] < 13:
+    if meta.ndim != 2 or meta.shape[1] < IMAGE_META_FIXED_SIZE + 1:
         raise ValueError(
             f"parse_image_meta: expected [batch, IMAGE_META_SIZE >= 13], got shape {meta.shape}; "
             f"pass a batch of vectors built by compose_image_meta().")
-    image_id = meta[:, 0]
-    original_image_shape = meta[:, 1:4]
-    image_shape = meta[:, 4:7]
-    window = meta[:, 7:11]  # (y1, x1, y2, x2) window of image in in pixels
-    scale = meta[:, 11]
-    active_class_ids = meta[:, 12:]
-    return {
-        "image_id": image_id.astype(np.int32),
-        "original_image_shape": original_image_shape.astype(np.int32),
-        "image_shape": image_shape.astype(np.int32),
-        "window": window.astype(np.int32),
-        "scale": scale.astype(np.float32),
-        "active_class_ids": active_class_ids.astype(np.int32),
-    }
-
-
-def mold_image(images, config):
-    """Expects an RGB image (or array of images) and subtracts
-    the mean pixel and converts it to float. Expects image
-    colors in RGB order.
-
-    images: [..., H, W, C] any numeric dtype; C = len(config.MEAN_PIXEL).
-    Returns float64 (float32 image minus the float64 MEAN_PIXEL), as Matterport.
-    """
-    return images.astype(np.float32) - config.MEAN_PIXEL
-
-
-def unmold_image(normalized_images, config):
-    """Takes a image normalized with mold() and returns the original.
-
-    Adds MEAN_PIXEL back and casts to uint8, which truncates (0.5 -> 0), as Matterport.
-    """
-    return (normalized_images + config.MEAN_PIXEL).astype(np.uint8)
+    fields = meta_field_slices()
+    types = {"scale": np.float32}
+    return {name: meta[:, fields[name]].astype(types.get(name, np.int32))
+            for name, _, _ in META_FIELDS}

@@ -19,9 +19,9 @@ falls back to Agg by matplotlib's own rules. Showing a figure on a
 non-interactive backend (Agg) is a silent no-op here (no warning), and the
 figure stays open, so ``plt.savefig`` still works afterwards.
 
-``display_table`` / ``display_weight_stats`` render HTML inside a Jupyter
-notebook (as Matterport did) and print a plain-text table otherwise. IPython
-is imported only when it is already loaded, so it is not a dependency.
+``display_table`` / ``display_weight_stats`` (``mrcnn.tables``, re-exported
+here) render HTML inside a Jupyter notebook (as Matterport did) and print a
+plain-text table otherwise.
 
 Deviations from Matterport, all bug fixes:
 - ``display_instances`` accepts ``colors`` as a NumPy array, grayscale and
@@ -38,20 +38,17 @@ Deviations from Matterport, all bug fixes:
   crashed indexing the color name "gray").
 """
 
-import colorsys
 import itertools
-import random
-import sys
-import warnings
 
 import numpy as np
 import matplotlib.pyplot as plt
 from matplotlib import lines, patches
 from matplotlib.colors import to_rgb
-from matplotlib.patches import Polygon
-from skimage.measure import find_contours
 
 from mrcnn import utils
+from mrcnn.drawing import (_as_rgb, _draw_mask_outline, _finish, _new_axes, apply_mask,  # noqa: F401
+                           draw_box, random_colors)
+from mrcnn.tables import display_table, display_weight_stats  # noqa: F401
 
 __all__ = [
     "display_images",
@@ -73,59 +70,6 @@ __all__ = [
 ############################################################
 #  Figure plumbing
 ############################################################
-
-def _new_axes(ax, figsize):
-    """Returns (ax, owns_figure): a fresh figure's axes when ``ax`` is None."""
-    if ax is not None:
-        return ax, False
-    _, ax = plt.subplots(1, figsize=figsize)
-    return ax, True
-
-
-def _finish(fig, owns_figure, save_path):
-    """Saves and closes, or shows, a figure this module created.
-
-    A figure drawn into a caller's ``ax`` is left alone: the caller decides
-    when to show or save it.
-    """
-    if not owns_figure:
-        return
-    if save_path is not None:
-        fig.savefig(save_path, format="png")
-        plt.close(fig)
-        return
-    # On Agg (no display) plt.show() does nothing but warn; the figure stays
-    # open so the caller can still save it with plt.savefig().
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*non-interactive.*")
-        plt.show()
-
-
-def _as_rgb(image):
-    """[H, W], [H, W, 1], [H, W, 3] or [H, W, 4] image -> [H, W, 3] array."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        return np.stack([image] * 3, axis=-1)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        return np.concatenate([image] * 3, axis=-1)
-    if image.ndim == 3 and image.shape[-1] == 4:
-        return image[..., :3]
-    if image.ndim == 3 and image.shape[-1] == 3:
-        return image
-    raise ValueError(
-        "image must be [height, width] or [height, width, 1|3|4], got shape "
-        "{}".format(image.shape))
-
-
-def _draw_mask_outline(ax, mask, color):
-    """Draws the contour of one [H, W] mask as polygons on ``ax``."""
-    # Pad so that masks touching the image border still give closed polygons.
-    padded_mask = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype=np.uint8)
-    padded_mask[1:-1, 1:-1] = mask
-    for verts in find_contours(padded_mask, 0.5):
-        # Undo the padding and flip (y, x) to matplotlib's (x, y).
-        verts = np.fliplr(verts) - 1
-        ax.add_patch(Polygon(verts, facecolor="none", edgecolor=color))
 
 
 ############################################################
@@ -161,52 +105,6 @@ def display_images(images, titles=None, cols=4, cmap=None, norm=None,
         plt.imshow(np.asarray(image).astype(np.uint8), cmap=cmap, norm=norm,
                    interpolation=interpolation)
     _finish(fig, True, save_path)
-
-
-def random_colors(N, bright=True, seed=None):
-    """Generates N visually distinct colors in random order.
-
-    The colors are evenly spaced hues in HSV space, converted to RGB, then
-    shuffled (Matterport's behaviour).
-
-    N: number of colors.
-    bright: full brightness (1.0) if True, else 0.7.
-    seed: None to shuffle with Python's global ``random`` state (Matterport);
-        an int, a ``random.Random`` or a ``numpy.random.Generator`` for a
-        reproducible order.
-    Returns: list of N (r, g, b) tuples of floats in [0, 1].
-    """
-    brightness = 1.0 if bright else 0.7
-    hsv = [(i / N, 1, brightness) for i in range(N)]
-    colors = [colorsys.hsv_to_rgb(*c) for c in hsv]
-    if isinstance(seed, np.random.Generator):
-        return [colors[i] for i in seed.permutation(N)]
-    if seed is None:
-        rng = random
-    elif isinstance(seed, random.Random):
-        rng = seed
-    else:
-        rng = random.Random(seed)
-    rng.shuffle(colors)
-    return colors
-
-
-def apply_mask(image, mask, color, alpha=0.5):
-    """Blends a color into the image where the mask is 1, in place.
-
-    image: [height, width, 3] array, 0..255 values. Modified in place (an
-        integer image keeps its dtype, so blended values are truncated).
-    mask: [height, width] bool or 0/1 array; pixels equal to 1 are colored.
-    color: (r, g, b[, a]) floats in [0, 1]; alpha channel ignored.
-    alpha: weight of the color: new = image * (1 - alpha) + alpha * color * 255.
-    Returns: the same ``image`` array.
-    """
-    on = np.asarray(mask) == 1
-    for c in range(3):
-        image[:, :, c] = np.where(
-            on, image[:, :, c] * (1 - alpha) + alpha * color[c] * 255,
-            image[:, :, c])
-    return image
 
 
 def _check_instances(image, boxes, masks, class_ids, scores, colors, captions,
@@ -437,31 +335,6 @@ def draw_rois(image, rois, refined_rois, mask, class_ids, class_names, limit=10,
     _finish(ax.figure, owns_figure, save_path)
 
 
-def draw_box(image, box, color):
-    """Draws a 3-pixel wide box outline into an image array, in place.
-
-    image: [height, width, 3] (or [height, width]) array.
-    box: (y1, x1, y2, x2) int pixel coordinates; the outline is centered on
-        these rows/columns (y1 - 1 .. y1 + 1, ...) and clipped to the image.
-    color: 3 int values for RGB (or a scalar for a 2-D image).
-    Returns: the same ``image`` array.
-    """
-    y1, x1, y2, x2 = (int(v) for v in box[:4])
-    h, w = image.shape[:2]
-
-    def rows(a, b):
-        return slice(max(a, 0), max(min(b, h), 0))
-
-    def cols(a, b):
-        return slice(max(a, 0), max(min(b, w), 0))
-
-    image[rows(y1 - 1, y1 + 2), cols(x1 - 1, x2 + 2)] = color
-    image[rows(y2 - 1, y2 + 2), cols(x1 - 1, x2 + 2)] = color
-    image[rows(y1 - 1, y2 + 2), cols(x1 - 1, x1 + 2)] = color
-    image[rows(y1 - 1, y2 + 2), cols(x2 - 1, x2 + 2)] = color
-    return image
-
-
 def display_top_masks(image, mask, class_ids, class_names, limit=4,
                       figsize=None, save_path=None):
     """Displays the image and the masks of its ``limit`` largest classes.
@@ -649,112 +522,3 @@ def draw_boxes(image, boxes=None, refined_boxes=None,
             _draw_mask_outline(ax, mask, color)
     ax.imshow(masked_image.astype(np.uint8))
     _finish(ax.figure, owns_figure, save_path)
-
-
-############################################################
-#  Tables (HTML in notebooks, text elsewhere)
-############################################################
-
-def _in_notebook():
-    """True inside a Jupyter kernel (where HTML output renders)."""
-    # Only look at IPython if something already imported it: a plain script
-    # is never a notebook, and IPython stays an optional dependency.
-    if "IPython" not in sys.modules:
-        return False
-    try:
-        shell = sys.modules["IPython"].get_ipython()
-    except Exception:  # noqa: BLE001 - any failure means "not a notebook"
-        return False
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
-
-def _text_table(table):
-    """Rows of values -> a left-aligned plain-text table (one string)."""
-    rows = [[str(col) for col in row] for row in table]
-    if not rows:
-        return ""
-    ncols = max(len(row) for row in rows)
-    widths = [max((len(row[c]) for row in rows if c < len(row)), default=0)
-              for c in range(ncols)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip()
-        for row in rows)
-
-
-def display_table(table):
-    """Displays rows of values as a table.
-
-    table: iterable of rows, each an iterable of values (shown with str()).
-    In a Jupyter notebook this renders an HTML table (Matterport); elsewhere
-    it prints an aligned plain-text table to stdout.
-    """
-    table = [list(row) for row in table]
-    if _in_notebook():
-        import IPython.display  # available: _in_notebook() found IPython
-        html = "".join(
-            "<tr>" + "".join("<td>{:40}</td>".format(str(col)) for col in row)
-            + "</tr>" for row in table)
-        IPython.display.display(IPython.display.HTML("<table>" + html + "</table>"))
-    else:
-        print(_text_table(table))
-
-
-def _weight_groups(layers):
-    """Yields (name_prefix, inner_layer) for every weight-holding layer.
-
-    The prefix is the name Keras 2 (and so Matterport) gave the weights:
-    a TimeDistributed wrapper lends its own name to the wrapped layer's
-    weights ("mrcnn_class_conv1/kernel:0"), and the layers of a nested model
-    such as "rpn_model" are listed by their own names ("rpn_conv_shared").
-    """
-    for layer in layers:
-        inner = layer
-        while type(inner).__name__ == "TimeDistributed":
-            inner = inner.layer
-        if getattr(inner, "layers", None):
-            # A nested model (or TimeDistributed(model)): list its layers.
-            yield from _weight_groups(inner.layers)
-        elif inner.weights:
-            yield layer.name, inner
-
-
-def display_weight_stats(model):
-    """Displays a table of every weight's shape, min, max and std.
-
-    model: a ``MaskRCNN`` (its ``keras_model`` is scanned) or any Keras model.
-    Weights are named the Matterport / Keras 2 way, "layer/weight:0" (e.g.
-    "conv1/kernel:0"). Suspicious weights are flagged after their name:
-    "*** dead?" when all values are equal (std 0; conv biases, which start at
-    zero, are exempt), "*** Overflow?" when |min| or |max| > 1000, and
-    "*** NaN/Inf?" when any value is not finite. Shown with ``display_table``:
-    HTML in a notebook, plain text on stdout elsewhere.
-    """
-    keras_model = getattr(model, "keras_model", model)
-    html = _in_notebook()
-
-    def flag(text):
-        return "<span style='color:red'>*** {}</span>".format(text) if html \
-            else "  *** {}".format(text)
-
-    table = [["WEIGHT NAME", "SHAPE", "MIN", "MAX", "STD"]]
-    for prefix, layer in _weight_groups(keras_model.layers):
-        for i, (var, w) in enumerate(zip(layer.weights, layer.get_weights())):
-            weight_name = "{}/{}:0".format(prefix, var.name)
-            w = np.asarray(w, dtype=np.float64)
-            alert = ""
-            finite = np.isfinite(w)
-            if not finite.all():
-                alert += flag("NaN/Inf?")
-            is_conv_bias = type(layer).__name__ == "Conv2D" and i == 1
-            if w.size and w.min() == w.max() and not is_conv_bias:
-                alert += flag("dead?")
-            if finite.any() and np.abs(w[finite]).max() > 1000:
-                alert += flag("Overflow?")
-            table.append([
-                weight_name + alert,
-                str(tuple(w.shape)),
-                "{:+9.4f}".format(w.min()) if w.size else "",
-                "{:+10.4f}".format(w.max()) if w.size else "",
-                "{:+9.4f}".format(w.std()) if w.size else "",
-            ])
-    display_table(table)

@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")   # no network check on import
 
-from mrcnn import data, utils  # noqa: E402
+from mrcnn import data, pipeline, utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from tests import u1  # noqa: E402
 
@@ -262,7 +262,7 @@ def test_mask_shape_mismatch_is_named():
 def test_data_generator_batches_and_skips_empty_images(caplog):
     ds = ToyDataset([[(1, A_BOX), (2, B_BOX)], [], [(2, B_BOX)]])
     cfg = ToyConfig()
-    gen = data.data_generator(ds, cfg, shuffle=False, batch_size=2)
+    gen = pipeline.data_generator(ds, cfg, shuffle=False, batch_size=2)
     with caplog.at_level(logging.WARNING, logger="mrcnn.data"):
         inputs, outputs = next(gen)
     images, meta, rpn_match, rpn_bbox, gt_class_ids, gt_boxes, gt_masks = inputs
@@ -286,7 +286,7 @@ def test_data_generator_batches_and_skips_empty_images(caplog):
 
 
 def test_data_generator_with_nothing_to_train_on():
-    gen = data.data_generator(ToyDataset([[], []]), ToyConfig(), batch_size=1)
+    gen = pipeline.data_generator(ToyDataset([[], []]), ToyConfig(), batch_size=1)
     with pytest.raises(ValueError, match="without instances"):
         next(gen)
 
@@ -294,7 +294,7 @@ def test_data_generator_with_nothing_to_train_on():
 def test_data_generator_random_rois_and_detection_targets():
     np.random.seed(0)
     cfg = ToyConfig()
-    gen = data.data_generator(ToyDataset([[(1, A_BOX), (2, B_BOX)]]), cfg, shuffle=False,
+    gen = pipeline.data_generator(ToyDataset([[(1, A_BOX), (2, B_BOX)]]), cfg, shuffle=False,
                               batch_size=1, random_rois=20, detection_targets=True)
     inputs, outputs = next(gen)
     rpn_rois, rois = inputs[7], inputs[8]

@@ -529,7 +529,7 @@ def test_degenerate_ground_truth_trains_with_finite_losses(model, config, caplog
 
 
 def test_checkpoint_write_is_atomic(model, tmp_path, monkeypatch):
-    from mrcnn import weights
+    from mrcnn import weight_files
     cb = training.Checkpoint(str(tmp_path / "mask_rcnn_tiny_{epoch:04d}.h5"))
     cb.set_model(model.keras_model)
     cb.on_epoch_end(0)
@@ -539,7 +539,7 @@ def test_checkpoint_write_is_atomic(model, tmp_path, monkeypatch):
     def crash(f, keras_model):
         f.create_group("conv1")
         raise OSError("disk full")
-    monkeypatch.setattr(weights, "_write_keras2", crash)
+    monkeypatch.setattr(weight_files, "_write_keras2", crash)
     with pytest.raises(OSError, match="disk full"):
         cb.on_epoch_end(0)
     assert path.read_bytes() == before

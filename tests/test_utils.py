@@ -6,11 +6,12 @@ import io
 import math
 import os
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 
-from mrcnn import utils
+from mrcnn import boxes as mrcnn_boxes, resize as mrcnn_resize, utils
 
 
 # --------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def test_compute_overlaps_by_hand():
 def test_compute_overlaps_bit_identical_to_loop(dtype):
     rng = np.random.default_rng(1)
     # more rows than one chunk, so chunk boundaries are covered
-    n1 = utils._OVERLAP_CHUNK_ELEMENTS // 7 * 3 + 5
+    n1 = mrcnn_boxes._OVERLAP_CHUNK_ELEMENTS // 7 * 3 + 5
     yx = rng.uniform(-50, 500, (n1, 2))
     boxes1 = np.concatenate([yx, yx + rng.uniform(0, 200, (n1, 2))], axis=1).astype(dtype)
     boxes1[:3] = boxes1[3]           # duplicates
@@ -217,7 +218,7 @@ def test_fast_bilinear_is_bit_identical_to_skimage(in_shape, out_shape, kind):
         a = np.full(in_shape, 0.5, np.float32)
     else:
         a = rng.random(in_shape).astype(np.float32)
-    got = utils._resize_bilinear(a, out_shape)
+    got = mrcnn_resize._resize_bilinear(a, out_shape)
     exp = utils.resize(a, out_shape)
     assert got.dtype == exp.dtype and got.shape == exp.shape
     np.testing.assert_array_equal(got, exp)
@@ -464,7 +465,7 @@ def test_download_trained_weights_offline(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(utils.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     target = tmp_path / "weights" / "mask_rcnn_coco.h5"
     with pytest.raises(utils.WeightsDownloadError) as info:
         utils.download_trained_weights(str(target), verbose=0)
@@ -481,7 +482,7 @@ class _FakeResponse(io.BytesIO):
 
 
 def test_download_trained_weights_writes_file(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(utils.urllib.request, "urlopen",
+    monkeypatch.setattr(urllib.request, "urlopen",
                         lambda url, timeout: _FakeResponse(b"HDF5 bytes", 10))
     target = tmp_path / "mask_rcnn_coco.h5"
     utils.download_trained_weights(str(target))
@@ -490,7 +491,7 @@ def test_download_trained_weights_writes_file(tmp_path, monkeypatch, capsys):
 
 
 def test_download_trained_weights_truncated(tmp_path, monkeypatch):
-    monkeypatch.setattr(utils.urllib.request, "urlopen",
+    monkeypatch.setattr(urllib.request, "urlopen",
                         lambda url, timeout: _FakeResponse(b"HDF5", 10))
     target = tmp_path / "mask_rcnn_coco.h5"
     with pytest.raises(utils.WeightsDownloadError, match="4 of 10 bytes"):
@@ -518,13 +519,13 @@ def test_resize_mask_bit_identical_to_scipy_zoom(seed):
         nh, nw = round(h * scale), round(w * scale)
         padding = [(2, 3), (0, 1), (0, 0)]
         np.testing.assert_array_equal(utils.resize_mask(mask, scale, padding),
-                                      utils._resize_mask_scipy(mask, scale, padding))
+                                      mrcnn_resize._resize_mask_scipy(mask, scale, padding))
         if nh > 4 and nw > 4:
             crop = (1, 2, nh - 3, nw - 4)
             got = utils.resize_mask(mask.astype(np.uint8), scale, None, crop)
             assert got.dtype == np.uint8
             np.testing.assert_array_equal(
-                got, utils._resize_mask_scipy(mask.astype(np.uint8), scale, None, crop))
+                got, mrcnn_resize._resize_mask_scipy(mask.astype(np.uint8), scale, None, crop))
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.uint16])
@@ -536,7 +537,7 @@ def test_fast_image_resize_is_bit_identical_to_skimage(in_shape, out_shape, dtyp
     rng = np.random.default_rng(in_shape[0])
     image = (rng.random(in_shape) * 200 + 30).astype(dtype)  # min > 0: clip widens to 0
     src = image.astype(np.float64) if dtype != np.float32 else image
-    got = utils._resize_bilinear(src, out_shape)
+    got = mrcnn_resize._resize_bilinear(src, out_shape)
     exp = utils.resize(image, out_shape, preserve_range=True)
     assert got.dtype == exp.dtype
     np.testing.assert_array_equal(got, exp)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn import visualize
+from mrcnn import tables, visualize
 
 CLASS_NAMES = ["BG", "square", "circle", "triangle"]
 GRAY = 100
@@ -372,7 +372,7 @@ def test_display_table_text_fallback(capsys):
 def test_display_table_html_in_notebook(monkeypatch):
     ipd = pytest.importorskip("IPython.display")
     shown = []
-    monkeypatch.setattr(visualize, "_in_notebook", lambda: True)
+    monkeypatch.setattr(tables, "_in_notebook", lambda: True)
     monkeypatch.setattr(ipd, "display", shown.append)
     visualize.display_table([["a", 1]])
     html = shown[0].data
@@ -381,7 +381,7 @@ def test_display_table_html_in_notebook(monkeypatch):
 
 
 def test_not_in_notebook_here():
-    assert visualize._in_notebook() is False
+    assert tables._in_notebook() is False
 
 
 def test_display_weight_stats_keras_sequential(capsys):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from keras import layers as KL
 
+from mrcnn import weight_files
 from mrcnn import weights as W
 
 NUM_ANCHORS = 3
@@ -564,8 +565,8 @@ def test_writer_layout(tmp_path, toy):
         assert [n.decode() for n in names] == [layer.name for layer in toy.layers]
         # h5py stores a bytes scalar as a variable-length string and returns str,
         # as it does for Keras 2's files.
-        assert W._decode(f.attrs["backend"]) == "tensorflow"
-        assert W._decode(f.attrs["keras_version"]) == keras.__version__
+        assert weight_files._decode(f.attrs["backend"]) == "tensorflow"
+        assert weight_files._decode(f.attrs["keras_version"]) == keras.__version__
         assert list(f["rpn_model"].attrs["weight_names"]) == [
             b"rpn_conv_shared/kernel:0", b"rpn_conv_shared/bias:0",
             b"rpn_class_raw/kernel:0", b"rpn_class_raw/bias:0",

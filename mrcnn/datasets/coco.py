@@ -46,6 +46,7 @@ import zipfile
 import numpy as np
 
 from mrcnn import utils
+from mrcnn.image_io import read_image_size
 from mrcnn.config import Config
 
 __all__ = ["CocoConfig", "CocoDataset", "build_coco_results", "evaluate_coco_results",
@@ -197,7 +198,6 @@ class CocoDataset(utils.Dataset):
             height, width = img.get("height"), img.get("width")
             if not height or not width:
                 # Some exporters leave the size out; the file header has it.
-                from mrcnn.datasets.via import read_image_size
                 height, width = read_image_size(path)
             self.add_image(
                 "coco", image_id=i, path=path, width=width, height=height,

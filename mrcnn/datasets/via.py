@@ -66,6 +66,7 @@ import numpy as np
 import skimage.draw
 
 from mrcnn import utils
+from mrcnn.image_io import read_image_size
 
 __all__ = ["ViaDataset", "read_via_annotations", "region_mask", "read_image_size"]
 
@@ -75,38 +76,8 @@ AREA_SHAPES = ("polygon", "polyline", "rect", "circle", "ellipse")
 # How many skipped-region details one summary warning lists.
 _MAX_WARNING_DETAILS = 5
 
-# EXIF orientation values (tag 0x0112) that swap width and height.
-_EXIF_ORIENTATION_TAG = 0x0112
-_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
-
 _EXPECTED_VIA = ("a VIA 1.x/2.x JSON export (Annotation > Export Annotations as json) "
                  "or a VIA 2 project file")
-
-
-def read_image_size(path):
-    """(height, width) of an image as displayed, read from its file header.
-
-    Only the header is read (PIL opens lazily). An EXIF orientation that
-    rotates by 90 degrees swaps the two, because VIA (in the browser) and the
-    image reader show the image upright.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            try:
-                orientation = im.getexif().get(_EXIF_ORIENTATION_TAG)
-            except Exception:  # a broken EXIF block must not stop training
-                orientation = None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Image file not found: {path}") from None
-    except OSError as e:
-        raise OSError(f"Cannot read the size of image {path}: {e}. "
-                      "Check that it is a readable image file.") from e
-    if orientation in _TRANSPOSED_ORIENTATIONS:
-        width, height = height, width
-    return height, width
 
 
 def read_via_annotations(path):

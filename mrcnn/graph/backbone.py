@@ -22,10 +22,10 @@ value as a constructor argument (``train_bn``) instead of a call-time
 frozen inside ``fit()`` too, and the flag survives ``get_config()``.
 """
 
-import math
-
 import keras
-import numpy as np
+
+from mrcnn.anchors import compute_backbone_shapes  # noqa: F401 (old import path)
+from mrcnn.layers.batch_norm import BatchNorm, FoldedConv2D, pair_conv_bn
 
 __all__ = ["BatchNorm", "FoldedConv2D", "conv_bn", "conv_bn_layers", "identity_block",
            "conv_block", "resnet_graph", "compute_backbone_shapes", "RESNET_STAGE4_BLOCKS"]
@@ -33,183 +33,6 @@ __all__ = ["BatchNorm", "FoldedConv2D", "conv_bn", "conv_bn_layers", "identity_b
 # Number of identity blocks after res4a: ResNet-50 has res4b..res4f,
 # ResNet-101 has res4b..res4w.
 RESNET_STAGE4_BLOCKS = {"resnet50": 5, "resnet101": 22}
-
-
-@keras.saving.register_keras_serializable(package="mrcnn")
-class BatchNorm(keras.layers.BatchNormalization):
-    """Matterport's BatchNorm: a BatchNormalization with a fixed mode.
-
-    ``train_bn`` has the meaning of Matterport's ``Config.TRAIN_BN``:
-
-    * ``False``: frozen. Always normalizes with the moving mean and variance
-      (``training=False``), in ``predict()`` and in ``fit()`` alike, and
-      never updates them. Good when batches are small (the default config).
-    * ``None``: normal Keras behaviour, batch statistics while training,
-      moving statistics at inference (the ``training`` argument of the call
-      decides).
-    * ``True``: always batch statistics, even at inference (Matterport's
-      "don't use" setting, kept for compatibility).
-
-    With ``train_bn`` None the call-time ``training`` argument is honoured,
-    so ``BatchNorm(name=...)(x, training=False)`` as written in Matterport's
-    code still freezes the layer.
-
-    Input: [..., channels] float32. Output: same shape and dtype.
-    epsilon 1e-3 and momentum 0.99 are the Keras defaults Matterport used.
-    """
-
-    def __init__(self, train_bn=None, **kwargs):
-        if kwargs.get("dtype") is None and keras.config.dtype_policy().name == "bfloat16":
-            # Built under a pure bfloat16 policy (INFERENCE_PRECISION
-            # "bfloat16"): normalize bfloat16 maps, but keep gamma, beta and
-            # the statistics in float32 (a variance in bfloat16 loses digits).
-            kwargs["dtype"] = "mixed_bfloat16"
-        super().__init__(**kwargs)
-        if train_bn not in (None, True, False):
-            raise ValueError(f"BatchNorm {self.name!r}: train_bn must be None, True "
-                             f"or False (Config.TRAIN_BN), got {train_bn!r}.")
-        self.train_bn = train_bn
-        # The FoldedConv2D whose output this layer normalizes, when they were
-        # built as a pair (conv_bn). Set with object.__setattr__ so Keras
-        # does not track the conv as a sublayer (its weights would count twice).
-        object.__setattr__(self, "_folded_conv", None)
-
-    def _frozen(self, training):
-        """True when this call normalizes with the moving statistics
-        (TRAIN_BN False, the layer not trainable, or not training)."""
-        effective = training if self.train_bn is None else self.train_bn
-        return not (bool(effective) and self.trainable) and not self.renorm
-
-    def folds_into_conv(self, training):
-        """True when, in this call, the paired FoldedConv2D applies this
-        normalization itself and this layer passes its input through.
-
-        That is inside ``fit()`` (``training`` true) with frozen statistics
-        (TRAIN_BN False, or the layer not trainable): normalizing with
-        constants is an affine map per channel, so it folds into the
-        convolution's kernel and bias (see FoldedConv2D).
-        """
-        return (self._folded_conv is not None and bool(training) and self._frozen(training)
-                and keras.backend.backend() == "tensorflow")
-
-    def call(self, inputs, training=None, mask=None):
-        """
-        Note about training values:
-            None: Train BN layers. This is the normal mode
-            False: Freeze BN layers. Good when batch size is small
-            True: (don't use). Set layer in training mode even when making inferences
-        """
-        if mask is None and self.folds_into_conv(training):
-            return inputs  # already normalized by the paired FoldedConv2D
-        if mask is None and self._frozen(training) and self._fused_pays(inputs, training):
-            return self._frozen_fused(inputs)
-        if self.train_bn is not None:
-            training = self.train_bn
-        return super().call(inputs, training=training, mask=mask)
-
-    def _fused_pays(self, inputs, training):
-        """Whether a frozen call should use one FusedBatchNormV3 op
-        (``_frozen_fused``) instead of Keras' formula.
-
-        Only on an NHWC map, and only where it pays: inside ``fit()``
-        (``training`` true) for a BatchNorm not folded into its conv (the
-        heads'; one op forward and one backward instead of several
-        element-wise ones, 5% of a 1024x1024 ResNet-101 step before the
-        backbone's were folded) and in reduced-precision inference (no
-        float32 round trip of every feature map: bfloat16 detect()
-        2.4 -> 2.2 s and 150 MB less peak memory). Float32 inference keeps
-        Keras' formula: it is no faster fused, and it keeps the float32
-        results as close to Matterport's as they are.
-        """
-        if not (bool(training) or self.compute_dtype in ("bfloat16", "float16")):
-            return False
-        return (self.scale and self.center and len(inputs.shape) == 4
-                and self.axis in (-1, 3, [3], [-1])
-                and keras.backend.backend() == "tensorflow")
-
-    def _frozen_fused(self, inputs):
-        """Frozen batch normalization as one TensorFlow FusedBatchNormV3 op.
-
-        Same function as ``gamma * (x - mean) / sqrt(var + eps) + beta`` with
-        the moving statistics (the Keras path), but one pass over the feature
-        map instead of a multiply and an add, and Grappler can fold it into
-        the convolution before it. Gradients reach gamma, beta and the input
-        (the statistics stay constants), as in the Keras path.
-
-        inputs: [B, H, W, C] float32 or bfloat16; output: same shape, the
-        layer's compute dtype.
-        """
-        import tensorflow as tf
-        x = inputs
-        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
-            x = tf.cast(x, tf.float32)
-        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            x, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32),
-            mean=tf.cast(self.moving_mean, tf.float32),
-            variance=tf.cast(self.moving_variance, tf.float32),
-            epsilon=self.epsilon, data_format="NHWC", is_training=False)
-        return tf.cast(y, self.compute_dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        config["train_bn"] = self.train_bn
-        return config
-
-
-@keras.saving.register_keras_serializable(package="mrcnn")
-class FoldedConv2D(keras.layers.Conv2D):
-    """A Conv2D followed by a BatchNorm (built together by :func:`conv_bn`)
-    that applies the frozen normalization itself when training.
-
-    Weights, names and outputs are those of the two Matterport layers (the
-    conv keeps ``kernel`` and ``bias``, the BatchNorm its four weights).
-    Outside ``fit()``, or when the BatchNorm uses batch statistics, the two
-    layers run as written. Inside ``fit()`` with a frozen BatchNorm
-    (Matterport's default TRAIN_BN False) the normalization
-    ``y = (conv(x) - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``
-    is computed as one convolution::
-
-        y = conv(x, kernel * s) + (bias - mean) * s + beta
-
-    and the BatchNorm passes it through. Gamma and beta still get their
-    gradients (through the folded kernel and bias). The saving is in the
-    backward pass: it needs the conv input only, not the pre-normalization
-    map as well, so training keeps one feature map per convolution instead
-    of two (ResNet-101 at 1024x1024: about 1 GB less) and skips the
-    normalization passes.
-
-    The pairing is made by :func:`conv_bn` and is not part of the layer
-    config: a model rebuilt from its config runs the two layers unfolded
-    (same results, without the saving).
-
-    inputs: [B, H, W, C_in]; output: [B, H', W', filters], compute dtype.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        object.__setattr__(self, "_folded_bn", None)
-
-    def call(self, inputs, training=None):
-        bn = self._folded_bn
-        if bn is None or not bn.folds_into_conv(training):
-            return super().call(inputs)
-        import tensorflow as tf
-        if self.data_format != "channels_last" or self.groups != 1:
-            raise ValueError(f"{self.name}: folding a BatchNorm needs a channels_last, "
-                             f"ungrouped convolution.")
-        dtype = self.compute_dtype
-        scale = tf.cast(bn.gamma, "float32") * tf.math.rsqrt(
-            tf.cast(bn.moving_variance, "float32") + bn.epsilon)          # [filters]
-        kernel = tf.cast(self.kernel, "float32") * scale                    # [kh, kw, in, filters]
-        bias = tf.cast(bn.beta, "float32") - tf.cast(bn.moving_mean, "float32") * scale
-        if self.use_bias:
-            bias = bias + tf.cast(self.bias, "float32") * scale
-        y = tf.nn.conv2d(tf.cast(inputs, dtype), tf.cast(kernel, dtype), strides=self.strides,
-                         padding=self.padding.upper(), dilations=self.dilation_rate)
-        y = tf.nn.bias_add(y, tf.cast(bias, dtype))
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
 
 
 def conv_bn_layers(filters, kernel_size, name, bn_name, train_bn, strides=(1, 1),
@@ -221,8 +44,7 @@ def conv_bn_layers(filters, kernel_size, name, bn_name, train_bn, strides=(1, 1)
     conv = FoldedConv2D(filters, kernel_size, strides=strides, padding=padding,
                         name=name, use_bias=use_bias)
     bn = BatchNorm(name=bn_name, train_bn=train_bn)
-    object.__setattr__(conv, "_folded_bn", bn)
-    object.__setattr__(bn, "_folded_conv", conv)
+    pair_conv_bn(conv, bn)
     return conv, bn
 
 
@@ -233,25 +55,6 @@ def conv_bn(x, filters, kernel_size, name, bn_name, train_bn, strides=(1, 1),
     conv, bn = conv_bn_layers(filters, kernel_size, name, bn_name, train_bn, strides=strides,
                               padding=padding, use_bias=use_bias)
     return bn(conv(x))
-
-
-def compute_backbone_shapes(image_shape, backbone_strides, compute_backbone_shape=None):
-    """Height and width of the feature map of each pyramid level.
-
-    image_shape: (height, width[, channels]) of the molded image, pixels.
-    backbone_strides: stride of each level, e.g. [4, 8, 16, 32, 64] for P2..P6.
-    compute_backbone_shape: optional callable ``f(image_shape) -> [N, 2]``
-        (Matterport's ``COMPUTE_BACKBONE_SHAPE`` for a callable BACKBONE);
-        when given, its result is returned as an int array.
-
-    Returns: [N, (height, width)] int array, ``ceil(image / stride)`` per level.
-    """
-    if compute_backbone_shape is not None:
-        return np.asarray(compute_backbone_shape(image_shape))
-    return np.array(
-        [[int(math.ceil(image_shape[0] / stride)),
-          int(math.ceil(image_shape[1] / stride))]
-         for stride in backbone_strides])
 
 
 def _bottleneck(input_tensor, kernel_size, filters, stage, block, strides,

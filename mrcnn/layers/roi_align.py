@@ -1,6 +1,5 @@
 """PyramidROIAlign: Matterport's multi-level ROIAlign as a Keras 3 layer."""
 import keras
-import tensorflow as tf
 
 from mrcnn.ops.image_meta import parse_image_meta_graph
 from mrcnn.ops.roi_align import pyramid_roi_align

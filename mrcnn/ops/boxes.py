@@ -21,7 +21,7 @@ import tensorflow as tf
 
 # The cap on log-scale box refinements (a box grows at most 62.5x), shared
 # with the NumPy apply_box_deltas; see mrcnn.utils.
-from mrcnn.utils import BBOX_LOG_SCALE_CLIP
+from mrcnn.boxes import BBOX_LOG_SCALE_CLIP
 
 __all__ = [
     "as_float32",

@@ -1,6 +1,7 @@
 """Reading Matterport's image meta vector in TensorFlow.
 
-The meta vector (``compose_image_meta`` in ``mrcnn.model``) is, per image::
+The meta vector (``compose_image_meta``; the layout is defined once in
+``mrcnn.meta.META_FIELDS``) is, per image::
 
     [image_id,                          # 1 value
      original_image_shape (H, W, C),    # 3 values, before resizing
@@ -15,10 +16,9 @@ so its length is ``1 + 3 + 3 + 4 + 1 + NUM_CLASSES`` (``Config.IMAGE_META_SIZE``
 """
 import tensorflow as tf
 
-__all__ = ["IMAGE_META_FIXED_SIZE", "parse_image_meta_graph"]
+from mrcnn.meta import IMAGE_META_FIXED_SIZE, META_FIELDS, meta_field_slices
 
-# Number of meta values before the active_class_ids.
-IMAGE_META_FIXED_SIZE = 1 + 3 + 3 + 4 + 1
+__all__ = ["IMAGE_META_FIXED_SIZE", "parse_image_meta_graph"]
 
 
 def parse_image_meta_graph(meta):
@@ -45,11 +45,5 @@ def parse_image_meta_graph(meta):
             f"image_meta has {meta.shape[-1]} values per image, expected "
             f"{IMAGE_META_FIXED_SIZE} + NUM_CLASSES (see compose_image_meta)."
         )
-    return {
-        "image_id": meta[:, 0],
-        "original_image_shape": meta[:, 1:4],
-        "image_shape": meta[:, 4:7],
-        "window": meta[:, 7:11],
-        "scale": meta[:, 11],
-        "active_class_ids": meta[:, 12:],
-    }
+    fields = meta_field_slices()
+    return {name: meta[:, fields[name]] for name, _, _ in META_FIELDS}

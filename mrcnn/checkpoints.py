@@ -1,0 +1,129 @@
+"""Training runs on disk: run folders, checkpoint names, finding the last one.
+
+Matterport's layout, so its tools and ours read each other's runs::
+
+    <model_dir>/<name><YYYYMMDDTHHMM>/mask_rcnn_<name>_<epoch:04d>.h5
+
+``name`` is ``Config.NAME`` lower-cased; ``epoch`` is 1-based (the file
+written after the first epoch ends in ``_0001.h5``). ``MaskRCNN.find_last()``
+and ``MaskRCNN.set_log_dir()`` call :func:`find_last` and
+:func:`log_dir_for`.
+"""
+import datetime
+import logging
+import os
+import re
+from typing import Optional, Tuple
+
+import keras
+
+from mrcnn import weights
+
+__all__ = ["run_folder_pattern", "find_last", "log_dir_for", "parse_checkpoint_path",
+           "Checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+# A checkpoint path: .../<name><date>T<time>/mask_rcnn_<name>_<epoch>.h5
+_CHECKPOINT_PATH = re.compile(
+    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+(\d{4})\.h5")
+
+
+def run_folder_pattern(name: str) -> "re.Pattern":
+    """The run folders of a config NAME: exactly ``<name><YYYYMMDDTHHMM>``,
+    so the runs of "shapes" and "cpu_shapes" (or "shapes2") never mix."""
+    return re.compile(re.escape(name.lower()) + r"\d{8}T\d{4}$")
+
+
+def find_last(model_dir: str, name: str) -> str:
+    """The newest checkpoint of the newest run of ``name`` under ``model_dir``.
+
+    Run folders are matched by their exact name (``run_folder_pattern``);
+    the newest folder holding a ``mask_rcnn_<name>_*.h5`` file wins.
+    Raises FileNotFoundError saying what to do when there is none.
+    """
+    key = name.lower()
+    pattern = run_folder_pattern(key)
+    runs = []
+    if os.path.isdir(model_dir):
+        runs = sorted(d for d in os.listdir(model_dir)
+                      if pattern.match(d) and os.path.isdir(os.path.join(model_dir, d)))
+    if not runs:
+        raise FileNotFoundError(
+            f"Could not find model directory under {model_dir}: no run folder named "
+            f"{key}<YYYYMMDDTHHMM>. Train first, or pass the weights path explicitly.")
+    prefix = f"mask_rcnn_{key}_"
+    for run in reversed(runs):
+        folder = os.path.join(model_dir, run)
+        checkpoints = sorted(f for f in os.listdir(folder)
+                             if f.startswith(prefix) and f.endswith(".h5"))
+        if checkpoints:
+            return os.path.join(folder, checkpoints[-1])
+    raise FileNotFoundError(
+        f"Could not find weight files in {os.path.join(model_dir, runs[-1])}: no "
+        f"{prefix}*.h5 checkpoint in any {key}<YYYYMMDDTHHMM> folder. Train first, or "
+        f"pass the weights path explicitly.")
+
+
+def parse_checkpoint_path(path) -> Optional[Tuple[datetime.datetime, int]]:
+    """(run start time, epoch) of a path in our layout, or None.
+
+    E.g. ``logs/coco20171029T2315/mask_rcnn_coco_0001.h5`` (Windows
+    separators too) -> (2017-10-29 23:15, 1).
+    """
+    m = _CHECKPOINT_PATH.match(str(path))
+    if not m:
+        return None
+    start = datetime.datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                              int(m.group(4)), int(m.group(5)))
+    return start, int(m.group(6))
+
+
+def log_dir_for(model_dir: str, name: str, model_path=None):
+    """The run folder, checkpoint path template and first epoch of a run.
+
+    model_path: None (a new run, started now, epoch 0) or a checkpoint in
+        our layout (continue its run folder at the epoch after it); another
+        path also starts a new run.
+    Returns (log_dir, checkpoint_path with an ``{epoch:04d}`` placeholder,
+    epoch): ``epoch`` is the number of epochs already done, Keras' 0-based
+    index of the next one.
+    """
+    now, epoch = datetime.datetime.now(), 0
+    parsed = parse_checkpoint_path(model_path) if model_path else None
+    if parsed is not None:
+        # The file's epoch is 1-based, Keras' 0-based: the next epoch to train
+        # has index (file epoch - 1) + 1.
+        now, epoch = parsed
+        logger.info("Re-starting from epoch %d", epoch)
+    key = name.lower()
+    log_dir = os.path.join(model_dir, "{}{:%Y%m%dT%H%M}".format(key, now))
+    checkpoint_path = os.path.join(log_dir, f"mask_rcnn_{key}_{{epoch:04d}}.h5")
+    return log_dir, checkpoint_path, epoch
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Save the weights at the end of every epoch, Matterport's way.
+
+    filepath: a path with an ``{epoch:04d}`` placeholder
+        (``MaskRCNN.checkpoint_path``); ``epoch`` is 1-based, so the file
+        written after the first epoch ends in ``_0001.h5``.
+
+    Files use the Keras-2 HDF5 layout (``mrcnn.weights.save_weights``) so
+    Matterport code can read them, and are written atomically: a crash
+    mid-write never leaves a truncated checkpoint that ``find_last()``
+    would pick up.
+    """
+
+    def __init__(self, filepath, verbose=0):
+        super().__init__()
+        self.filepath = str(filepath)
+        self.verbose = verbose
+        self.saved = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.filepath.format(epoch=epoch + 1)
+        weights.save_weights(self.model, path)
+        self.saved.append(path)
+        if self.verbose:
+            logger.info("Epoch %d: saved weights to %s", epoch + 1, path)

@@ -1,0 +1,60 @@
+"""Downloading Matterport's trained COCO weights (``download_trained_weights``).
+
+Nothing in the library downloads on its own: the samples call this for
+``--weights=coco`` when the file is missing, and offline it raises an error
+that says where to put a file fetched elsewhere.
+"""
+import os
+import shutil
+import urllib.error
+import urllib.request
+
+__all__ = ["COCO_MODEL_URL", "WeightsDownloadError", "download_trained_weights"]
+
+# URL from which to download the latest COCO trained weights
+COCO_MODEL_URL = "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5"
+
+
+class WeightsDownloadError(OSError):
+    """``download_trained_weights`` could not fetch the file. The message says
+    where to download it by hand and where to put it."""
+
+
+def download_trained_weights(coco_model_path, verbose=1, url=COCO_MODEL_URL, timeout=60):
+    """Download COCO trained weights from Releases.
+
+    coco_model_path: local path of COCO trained weights (e.g.
+        "mask_rcnn_coco.h5"); parent folders are created.
+    verbose: print progress messages if > 0.
+    url: where to download from (Matterport's v2.0 release by default).
+    timeout: seconds to wait for the server.
+
+    The file is written to ``<path>.part`` and renamed when complete, so an
+    interrupted download never leaves a truncated weights file behind.
+
+    Raises WeightsDownloadError (an OSError) when offline or the transfer
+    fails; the message gives the URL to fetch by hand and where to put it.
+    """
+    path = os.fspath(coco_model_path)
+    if verbose > 0:
+        print("Downloading pretrained model to " + path + " ...")
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = path + ".part"
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, 'wb') as out:
+            expected = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
+            shutil.copyfileobj(resp, out)
+            written = out.tell()
+        if expected is not None and int(expected) != written:
+            raise OSError(f"got {written} of {expected} bytes")
+        os.replace(tmp, path)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise WeightsDownloadError(
+            f"Could not download the COCO weights from {url} ({e}). If this machine is "
+            f"offline, download that file by hand (about 246 MB, "
+            f"{os.path.basename(url)}) and save it as {os.path.abspath(path)}.") from e
+    if verbose > 0:
+        print("... done downloading pretrained model!")
