@@ -100,7 +100,7 @@ def layer_args(config) -> Dict[str, Dict[str, Any]]:
       roi_positive_ratio, mask_shape, use_mini_mask, bbox_std_dev)
     * ``training``: the rest of the training graph: max_gt_instances,
       gt_masks_shape, rpn_train_anchors, use_rpn_rois, max_positive_rois,
-      loss_weights, weight_decay
+      loss_weights, weight_decay, batch_norm_momentum
     """
     train_bn = config.TRAIN_BN
     if train_bn is not None:
@@ -149,7 +149,8 @@ def layer_args(config) -> Dict[str, Dict[str, Any]]:
                      "use_rpn_rois": bool(config.USE_RPN_ROIS),
                      "max_positive_rois": max_positive_rois(config),
                      "loss_weights": {k: float(v) for k, v in dict(config.LOSS_WEIGHTS).items()},
-                     "weight_decay": float(config.WEIGHT_DECAY)},
+                     "weight_decay": float(config.WEIGHT_DECAY),
+                     "batch_norm_momentum": float(getattr(config, "BATCH_NORM_MOMENTUM", 0.99))},
     }
 
 

@@ -7,7 +7,8 @@ Matterport's layout, so its tools and ours read each other's runs::
 ``name`` is ``Config.NAME`` lower-cased; ``epoch`` is 1-based (the file
 written after the first epoch ends in ``_0001.h5``). ``MaskRCNN.find_last()``
 and ``MaskRCNN.set_log_dir()`` call :func:`find_last` and
-:func:`log_dir_for`.
+:func:`log_dir_for`; ``training.Checkpoint`` writes the files. No TensorFlow
+here: the samples' command lines resolve ``--weights=last`` before loading it.
 """
 import datetime
 import logging
@@ -15,12 +16,8 @@ import os
 import re
 from typing import Optional, Tuple
 
-import keras
 
-from mrcnn import weights
-
-__all__ = ["run_folder_pattern", "find_last", "log_dir_for", "parse_checkpoint_path",
-           "Checkpoint"]
+__all__ = ["run_folder_pattern", "find_last", "log_dir_for", "parse_checkpoint_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +47,9 @@ def find_last(model_dir: str, name: str) -> str:
                       if pattern.match(d) and os.path.isdir(os.path.join(model_dir, d)))
     if not runs:
         raise FileNotFoundError(
-            f"Could not find model directory under {model_dir}: no run folder named "
-            f"{key}<YYYYMMDDTHHMM>. Train first, or pass the weights path explicitly.")
+            f"No {key} checkpoint under {model_dir}: no run folder named "
+            f"{key}<YYYYMMDDTHHMM> there; train first, or pass the weights path "
+            f"explicitly (and --logs if you trained with another logs folder).")
     prefix = f"mask_rcnn_{key}_"
     for run in reversed(runs):
         folder = os.path.join(model_dir, run)
@@ -60,9 +58,9 @@ def find_last(model_dir: str, name: str) -> str:
         if checkpoints:
             return os.path.join(folder, checkpoints[-1])
     raise FileNotFoundError(
-        f"Could not find weight files in {os.path.join(model_dir, runs[-1])}: no "
-        f"{prefix}*.h5 checkpoint in any {key}<YYYYMMDDTHHMM> folder. Train first, or "
-        f"pass the weights path explicitly.")
+        f"No {key} checkpoint under {model_dir}: no {prefix}*.h5 file in any "
+        f"{key}<YYYYMMDDTHHMM> folder (the newest is {runs[-1]}); train first, or pass "
+        f"the weights path explicitly.")
 
 
 def parse_checkpoint_path(path) -> Optional[Tuple[datetime.datetime, int]]:
@@ -100,30 +98,3 @@ def log_dir_for(model_dir: str, name: str, model_path=None):
     log_dir = os.path.join(model_dir, "{}{:%Y%m%dT%H%M}".format(key, now))
     checkpoint_path = os.path.join(log_dir, f"mask_rcnn_{key}_{{epoch:04d}}.h5")
     return log_dir, checkpoint_path, epoch
-
-
-class Checkpoint(keras.callbacks.Callback):
-    """Save the weights at the end of every epoch, Matterport's way.
-
-    filepath: a path with an ``{epoch:04d}`` placeholder
-        (``MaskRCNN.checkpoint_path``); ``epoch`` is 1-based, so the file
-        written after the first epoch ends in ``_0001.h5``.
-
-    Files use the Keras-2 HDF5 layout (``mrcnn.weights.save_weights``) so
-    Matterport code can read them, and are written atomically: a crash
-    mid-write never leaves a truncated checkpoint that ``find_last()``
-    would pick up.
-    """
-
-    def __init__(self, filepath, verbose=0):
-        super().__init__()
-        self.filepath = str(filepath)
-        self.verbose = verbose
-        self.saved = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        path = self.filepath.format(epoch=epoch + 1)
-        weights.save_weights(self.model, path)
-        self.saved.append(path)
-        if self.verbose:
-            logger.info("Epoch %d: saved weights to %s", epoch + 1, path)

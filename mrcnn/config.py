@@ -38,6 +38,10 @@ INFERENCE_PRECISIONS = ("float32", "bfloat16")
 # The five losses, in Matterport's order; LOSS_WEIGHTS must name exactly these.
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
               "mrcnn_bbox_loss", "mrcnn_mask_loss")
+# The layers whose weight shapes follow NUM_CLASSES. Matterport's balloon and
+# shapes samples exclude exactly these when starting from the 81-class COCO
+# file (mrcnn_bbox is a weightless Reshape; listing it is harmless and familiar).
+HEAD_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
 
 
 # Base Configuration Class
@@ -238,6 +242,14 @@ class Config(object):
     #     True: (don't use). Set layer in training mode even when predicting
     TRAIN_BN = False  # Defaulting to False since batch size is often small
 
+    # Momentum of the BatchNorm moving averages while training (not in
+    # Matterport, which kept Keras' 0.99). Only matters when batch norm
+    # learns (TRAIN_BN None/True): 0.99 averages the batch statistics over
+    # ~100 steps, too slowly for weights trained from scratch at a high
+    # learning rate (the inference model then normalizes with stale
+    # statistics); 0.9 follows the last ~10 steps.
+    BATCH_NORM_MOMENTUM = 0.99
+
     # Gradient norm clipping
     GRADIENT_CLIP_NORM = 5.0
 
@@ -430,6 +442,8 @@ class Config(object):
         if self.INFERENCE_PRECISION not in INFERENCE_PRECISIONS:
             fail("INFERENCE_PRECISION", f"unknown precision {self.INFERENCE_PRECISION!r}; "
                  f"use one of {', '.join(INFERENCE_PRECISIONS)}.")
+        if not 0.0 <= float(self.BATCH_NORM_MOMENTUM) < 1.0:
+            fail("BATCH_NORM_MOMENTUM", f"must be in [0, 1), got {self.BATCH_NORM_MOMENTUM!r}.")
         if self.TRAIN_BN not in (None, True, False):
             fail("TRAIN_BN", f"must be None, True or False, got {self.TRAIN_BN!r}.")
 

@@ -6,6 +6,7 @@ Subclass it for your data: register classes and images, override
 """
 import numpy as np
 
+from mrcnn import coco_eval
 from mrcnn.image_io import ImageReadError, read_image
 
 __all__ = ["Dataset"]
@@ -189,3 +190,16 @@ class Dataset(object):
         mask = np.empty([0, 0, 0])
         class_ids = np.empty([0], np.int32)
         return mask, class_ids
+
+    def to_coco(self, image_ids=None) -> dict:
+        """This dataset's ground truth in COCO format: a dict with "images",
+        "annotations" (RLE masks, boxes, areas, iscrowd for negative class
+        ids) and "categories" (internal class ids 1..num_classes-1), for
+        pycocotools' COCOeval (bbox and segm) on any dataset; see
+        ``mrcnn.coco_eval`` for the ids. ``json.dump`` writes it to a file.
+
+        image_ids: internal image ids, default all. Call ``prepare()`` first.
+        """
+        if not hasattr(self, "num_classes"):
+            raise ValueError(f"{type(self).__name__}.to_coco(): call prepare() first.")
+        return coco_eval.dataset_to_coco(self, image_ids)

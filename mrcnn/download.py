@@ -9,7 +9,8 @@ import shutil
 import urllib.error
 import urllib.request
 
-__all__ = ["COCO_MODEL_URL", "WeightsDownloadError", "download_trained_weights"]
+__all__ = ["COCO_MODEL_URL", "WeightsDownloadError", "download_trained_weights",
+           "IMAGENET_WEIGHTS_URL", "get_imagenet_weights"]
 
 # URL from which to download the latest COCO trained weights
 COCO_MODEL_URL = "https://github.com/matterport/Mask_RCNN/releases/download/v2.0/mask_rcnn_coco.h5"
@@ -58,3 +59,30 @@ def download_trained_weights(coco_model_path, verbose=1, url=COCO_MODEL_URL, tim
             f"{os.path.basename(url)}) and save it as {os.path.abspath(path)}.") from e
     if verbose > 0:
         print("... done downloading pretrained model!")
+
+
+############################################################
+#  ImageNet weights (Matterport's --weights=imagenet)
+############################################################
+
+# Keras' ResNet-50 ImageNet weights without the top, as Matterport used.
+IMAGENET_WEIGHTS_URL = ("https://github.com/fchollet/deep-learning-models/releases/download/"
+                        "v0.2/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+
+
+def get_imagenet_weights() -> str:
+    """Downloads ImageNet trained weights from Keras (ResNet-50, no top)
+    into Keras' cache (``~/.keras/models``) unless they are there already.
+    Returns path to weights file. Offline, raises OSError saying where to
+    put a file downloaded elsewhere."""
+    import keras  # imported here: this module is also used before TensorFlow is loaded
+
+    name = os.path.basename(IMAGENET_WEIGHTS_URL)
+    try:
+        return keras.utils.get_file(name, IMAGENET_WEIGHTS_URL, cache_subdir="models",
+                                    md5_hash="a268eb855778b3df3c7506639542a6af")
+    except Exception as e:  # offline
+        cache = os.path.join(os.path.expanduser("~"), ".keras", "models", name)
+        raise OSError(
+            f"Could not download the ImageNet ResNet-50 weights ({e}). Download "
+            f"{IMAGENET_WEIGHTS_URL} by hand and put it at {cache}.") from e

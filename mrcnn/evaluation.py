@@ -1,13 +1,26 @@
-"""Evaluation on the NumPy side: matching detections to ground truth, AP, recall.
+"""Evaluation: matching detections to ground truth, AP, recall, and a whole
+model on a whole data set.
 
-Matterport's functions (``mrcnn.utils`` re-exports them).
+* Matterport's functions (``mrcnn.utils`` re-exports them): ``compute_matches``,
+  ``compute_ap`` (VOC-style AP of one image on mask IoU), ``compute_ap_range``,
+  ``compute_recall``, ``trim_zeros``.
+* :func:`evaluate_model`: ``detect()`` on every image of a Dataset, then
+  mAP@0.5 and mAP@[.5:.95] (the mean over images of ``compute_ap``, as
+  Matterport's notebooks report it) and COCO's AP through pycocotools
+  (``coco_eval``, bbox and segm).
 """
+import time
+from typing import Dict, Optional, Sequence
+
 import numpy as np
+from tqdm import tqdm
 
+from mrcnn import coco_eval
 from mrcnn._checks import _EmptyInputError, _as_boxes
-from mrcnn.boxes import compute_overlaps, compute_overlaps_masks
+from mrcnn.boxes import compute_overlaps, compute_overlaps_masks, extract_bboxes
 
-__all__ = ["trim_zeros", "compute_matches", "compute_ap", "compute_ap_range", "compute_recall"]
+__all__ = ["trim_zeros", "compute_matches", "compute_ap", "compute_ap_range", "compute_recall",
+           "ground_truth", "evaluate_model"]
 
 
 def trim_zeros(x):
@@ -194,3 +207,79 @@ def compute_recall(pred_boxes, gt_boxes, iou):
 
     recall = len(set(matched_gt_boxes)) / gt_boxes.shape[0]
     return recall, positive_ids
+
+
+############################################################
+#  A model on a data set
+############################################################
+
+def ground_truth(dataset, image_id: int):
+    """(image, class_ids, boxes, masks) of one image at its original size,
+    for evaluation: ``load_image`` and ``load_mask`` with empty masks and
+    crowd regions (class id <= 0) left out.
+
+    Returns image [H, W, C], class_ids [N] int32, boxes [N, (y1, x1, y2, x2)]
+    int32 pixels, masks [H, W, N] bool.
+    """
+    image = dataset.load_image(image_id)
+    masks, class_ids = dataset.load_mask(image_id)
+    masks, class_ids = np.asarray(masks), np.asarray(class_ids).reshape(-1).astype(np.int32)
+    if masks.ndim != 3 or masks.shape[-1] == 0:
+        return image, np.zeros([0], np.int32), np.zeros([0, 4], np.int32), \
+            np.zeros(image.shape[:2] + (0,), bool)
+    masks = masks.astype(bool)
+    keep = (class_ids > 0) & masks.any(axis=(0, 1))
+    masks, class_ids = masks[:, :, keep], class_ids[keep]
+    return image, class_ids, extract_bboxes(masks), masks
+
+
+def evaluate_model(model, dataset, image_ids: Optional[Sequence[int]] = None,
+                   batch_size: int = 8, coco: bool = True, verbose: int = 1) -> Dict:
+    """Detect every image of ``dataset`` and score the detections.
+
+    model: a MaskRCNN in inference mode (anything with ``detect(images)``).
+    dataset: a prepared Dataset (images the model has not trained on).
+    image_ids: default all images.
+    batch_size: images per ``detect()`` call.
+    coco: also run COCOeval (bbox and segm) on ``dataset.to_coco()``.
+    verbose: 1 shows a progress bar and COCO's tables.
+
+    Returns a dict:
+      mAP50: mean over images of ``compute_ap`` at mask IoU 0.5 (NaN-free:
+        images without ground truth are left out of the mean);
+      mAP: the same averaged over IoU 0.5:0.95 (``compute_ap_range``);
+      APs: [images] AP@0.5 of each image (NaN without ground truth);
+      coco: {"bbox": stats [12], "segm": stats [12]} (COCO_STATS_NAMES
+        order; stats[0] is AP@[.5:.95], stats[1] AP@0.5), when ``coco``;
+      image_ids, results (the detect() dicts, in that order), seconds.
+    """
+    start = time.time()
+    image_ids = [int(i) for i in (dataset.image_ids if image_ids is None else image_ids)]
+    aps, aps_range, results = [], [], []
+    with tqdm(total=len(image_ids), desc="Evaluating", unit="image",
+              disable=not verbose) as progress:
+        for first in range(0, len(image_ids), batch_size):
+            ids = image_ids[first:first + batch_size]
+            gts = [ground_truth(dataset, i) for i in ids]
+            detections = model.detect([g[0] for g in gts])
+            for (_, class_ids, boxes, masks), r in zip(gts, detections):
+                if len(class_ids) == 0:
+                    aps.append(np.nan)
+                    aps_range.append(np.nan)
+                    continue
+                args = (boxes, class_ids, masks, r["rois"], r["class_ids"], r["scores"],
+                        r["masks"])
+                aps.append(compute_ap(*args, iou_threshold=0.5)[0])
+                aps_range.append(compute_ap_range(*args, verbose=0))
+            results += detections
+            progress.update(len(ids))
+    scores = {"mAP50": float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan"),
+              "mAP": float(np.nanmean(aps_range)) if np.isfinite(aps_range).any()
+              else float("nan"),
+              "APs": np.asarray(aps), "image_ids": image_ids, "results": results}
+    if coco:
+        gt = coco_eval.dataset_to_coco(dataset, image_ids)
+        scores["coco"] = coco_eval.coco_evaluate(
+            gt, coco_eval.detections_to_coco(image_ids, results), verbose=bool(verbose))
+    scores["seconds"] = time.time() - start
+    return scores

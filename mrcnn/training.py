@@ -21,13 +21,16 @@ here. The pieces, in the order training uses them:
 """
 
 import collections
+import datetime
 import logging
 import os
 import re
+import time
 
 import keras
 
-from mrcnn.checkpoints import Checkpoint
+from mrcnn import weights
+from mrcnn.arguments import pipeline_spec
 from mrcnn.config import LOSS_NAMES
 from mrcnn.graph.training_model import MaskRCNNTrainingModel
 from mrcnn.optimizers import ClippedMomentumSGD
@@ -36,8 +39,8 @@ from mrcnn.pipeline import MAX_LOAD_ERRORS, DataSequence  # noqa: F401
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYER_PRESETS", "LOSS_NAMES", "MaskRCNNTrainingModel", "ClippedMomentumSGD",
-           "compile_model", "set_trainable", "DataSequence", "Checkpoint", "train",
-           "resolve_layers"]
+           "compile_model", "set_trainable", "DataSequence", "Checkpoint", "ProgressEstimate",
+           "train", "resolve_layers"]
 
 _HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
 # Pre-defined layer regular expressions of Matterport's train(layers=...).
@@ -75,36 +78,70 @@ def resolve_layers(layers):
 #  Compile
 ############################################################
 
-def compile_model(keras_model, learning_rate, momentum, gradient_clip_norm=5.0):
+def _is_schedule(learning_rate) -> bool:
+    return isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+
+
+def compile_model(keras_model, learning_rate, momentum, gradient_clip_norm=5.0,
+                  optimizer=None, initial_step=0):
     """Matterport's compile(): SGD with momentum and gradient norm clipping.
 
     keras_model: a MaskRCNNTrainingModel.
-    learning_rate, momentum: SGD settings (LEARNING_RATE, LEARNING_MOMENTUM).
+    learning_rate: a float (LEARNING_RATE) or a Keras
+        ``LearningRateSchedule`` (e.g. ``keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps, warmup_target=0.04, warmup_steps=100)``), evaluated
+        at the optimizer's step count.
+    momentum: SGD momentum (LEARNING_MOMENTUM).
     gradient_clip_norm: GRADIENT_CLIP_NORM; as Keras 2's ``clipnorm``, each
         gradient tensor is clipped to this norm on its own.
+    optimizer: optional Keras optimizer instance to use instead
+        (``learning_rate``, ``momentum`` and ``gradient_clip_norm`` are then
+        the optimizer's own business).
+    initial_step: the optimizer's step count to start from, so that a
+        schedule resumed at a later epoch continues where it stopped
+        (``train()`` passes ``epoch * STEPS_PER_EPOCH``).
 
     Call it again after :func:`set_trainable`: the train step is traced with
     the trainable weights of the moment. Like Matterport, every call starts
     from a fresh optimizer state (zero momentum). When the trainable weights,
-    momentum and clipping are those of the previous call, the optimizer is
-    reset and given the new learning rate instead of being replaced, which
-    keeps the traced train step (tracing takes a while on a CPU).
+    momentum, clipping and learning-rate kind are those of the previous
+    call, the optimizer is reset and given the new learning rate instead of
+    being replaced, which keeps the traced train step (tracing takes a while
+    on a CPU).
     """
     if not isinstance(keras_model, MaskRCNNTrainingModel):
         raise TypeError("compile_model() needs the training model "
                         "(MaskRCNN(mode='training', ...).keras_model).")
+    if optimizer is not None:
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(f"compile_model(optimizer=...) needs a keras.optimizers.Optimizer "
+                            f"instance, got {type(optimizer).__name__}.")
+        optimizer.iterations.assign(int(initial_step))
+        keras_model.compile(optimizer=optimizer, jit_compile=False)
+        keras_model._mrcnn_compile_key = None
+        return keras_model
+    schedule = _is_schedule(learning_rate)
+    if not schedule:
+        learning_rate = float(learning_rate)
     clipnorm = None if gradient_clip_norm is None else float(gradient_clip_norm)
-    key = (tuple(id(v) for v in keras_model.trainable_variables), float(momentum), clipnorm)
-    optimizer = getattr(keras_model, "optimizer", None)
-    if optimizer is not None and getattr(keras_model, "_mrcnn_compile_key", None) == key:
-        lr = optimizer._learning_rate
-        for v in optimizer.variables:
+    # A schedule cannot replace a float learning rate in place (nor the
+    # other way): the kind, and the very schedule object, are in the key.
+    lr_kind = ("schedule", id(learning_rate)) if schedule else ("constant",)
+    key = (tuple(id(v) for v in keras_model.trainable_variables), float(momentum), clipnorm,
+           lr_kind)
+    current = getattr(keras_model, "optimizer", None)
+    if current is not None and getattr(keras_model, "_mrcnn_compile_key", None) == key:
+        lr = current._learning_rate
+        for v in current.variables:
             if v is not lr:
                 v.assign(keras.ops.zeros(v.shape, v.dtype))  # iterations, momentums
-        optimizer.learning_rate = float(learning_rate)
+        if not schedule:
+            current.learning_rate = learning_rate
+        current.iterations.assign(int(initial_step))
         return keras_model
-    optimizer = ClippedMomentumSGD(learning_rate=float(learning_rate),
-                                   momentum=float(momentum), clip_norm=clipnorm)
+    optimizer = ClippedMomentumSGD(learning_rate=learning_rate, momentum=float(momentum),
+                                   clip_norm=clipnorm)
+    optimizer.iterations.assign(int(initial_step))
     # No XLA: NMS, crop_and_resize and the dynamic sampling do not compile.
     keras_model.compile(optimizer=optimizer, jit_compile=False)
     keras_model._mrcnn_compile_key = key
@@ -165,6 +202,33 @@ def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
 #  train()
 ############################################################
 
+class Checkpoint(keras.callbacks.Callback):
+    """Save the weights at the end of every epoch, Matterport's way.
+
+    filepath: a path with an ``{epoch:04d}`` placeholder
+        (``MaskRCNN.checkpoint_path``); ``epoch`` is 1-based, so the file
+        written after the first epoch ends in ``_0001.h5``.
+
+    Files use the Keras-2 HDF5 layout (``mrcnn.weights.save_weights``) so
+    Matterport code can read them, and are written atomically: a crash
+    mid-write never leaves a truncated checkpoint that ``find_last()``
+    would pick up.
+    """
+
+    def __init__(self, filepath, verbose=0):
+        super().__init__()
+        self.filepath = str(filepath)
+        self.verbose = verbose
+        self.saved = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.filepath.format(epoch=epoch + 1)
+        weights.save_weights(self.model, path)
+        self.saved.append(path)
+        if self.verbose:
+            logger.info("Epoch %d: saved weights to %s", epoch + 1, path)
+
+
 def _loss_logger(log_dir):
     """TensorBoard logs in ``log_dir``, or a CSV file when TensorBoard is not
     installed (TensorFlow no longer depends on it)."""
@@ -186,15 +250,53 @@ def _default_workers():
     return max(1, min(4, (os.cpu_count() or 1)))
 
 
+class ProgressEstimate(keras.callbacks.Callback):
+    """Prints, after every epoch, how long it took and how long the rest of
+    the run should take (a display, next to Keras' per-epoch progress bar):
+
+        Epoch 3/16 done in 26 s (step 0.26 s); about 5.6 min to go, done at 15:42
+
+    first_epoch: the epoch the run starts at (0-based, ``initial_epoch``).
+    epochs: the last epoch (Matterport's meaning of ``epochs``).
+    steps: training steps per epoch.
+    """
+
+    def __init__(self, first_epoch, epochs, steps):
+        super().__init__()
+        self.first_epoch, self.epochs, self.steps = int(first_epoch), int(epochs), int(steps)
+        self.durations = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self._start
+        self.durations.append(seconds)
+        # The first epoch includes tracing the train step: leave it out of
+        # the estimate once there are others.
+        recent = self.durations[1:] or self.durations
+        left = (self.epochs - (epoch + 1)) * sum(recent) / len(recent)
+        done = datetime.datetime.now() + datetime.timedelta(seconds=left)
+        message = (f"Epoch {epoch + 1}/{self.epochs} done in {seconds:.0f} s "
+                   f"(step {seconds / max(1, self.steps):.2f} s)")
+        if left > 0:
+            message += f"; about {left / 60:.1f} min to go, done at {done:%H:%M}"
+        print(message, flush=True)
+
+
 def train(model, train_dataset, val_dataset, learning_rate, epochs, layers,
           augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
-          verbose=1, workers=None, use_multiprocessing=False, seed=None):
+          verbose=1, workers=None, use_multiprocessing=False, seed=None, optimizer=None):
     """Train the model (Matterport's ``MaskRCNN.train``).
 
     model: the ``MaskRCNN`` object, built in "training" mode.
     train_dataset, val_dataset: prepared ``utils.Dataset`` objects
         (val_dataset may be None: no validation).
-    learning_rate: the learning rate to train with.
+    learning_rate: the learning rate to train with: a float, or a Keras
+        ``LearningRateSchedule`` of the global step (counted from epoch 0:
+        a run resumed at epoch k starts the schedule at step
+        ``k * STEPS_PER_EPOCH``). ``recipes.learning_rate_schedule`` makes
+        the warm-up + cosine one of the CPU recipe.
     epochs: the number of the LAST epoch to train. Epochs already trained
         (``model.epoch``, set by ``load_weights`` of a checkpoint) count, so
         this is the total, not the number of epochs of this call.
@@ -204,11 +306,17 @@ def train(model, train_dataset, val_dataset, learning_rate, epochs, layers,
         3+, 4+, 5+: ResNet stage 3 (4, 5) and up, plus the heads
     augmentation: optional albumentations ``Compose`` (or a callable with the
         same ``image=``, ``masks=`` contract) applied to training images.
-    custom_callbacks: optional list of ``keras.callbacks.Callback``.
+    custom_callbacks: optional list of ``keras.callbacks.Callback``; they see
+        the losses by name in ``logs`` (``rpn_class_loss`` ... and ``loss``).
     no_augmentation_sources: optional list of Dataset sources never augmented.
-    verbose: Keras' fit verbosity (1: progress bar).
+    verbose: Keras' fit verbosity (1: progress bar; 1 and 2 also print the
+        time per epoch and an estimate of the time left).
     workers, use_multiprocessing: data loading (threads by default).
     seed: optional seed of the data order (reproducible runs).
+    optimizer: optional Keras optimizer instance used instead of
+        Matterport's SGD (``learning_rate``, LEARNING_MOMENTUM and
+        GRADIENT_CLIP_NORM are then the optimizer's own); its step count is
+        set to ``model.epoch * STEPS_PER_EPOCH`` too.
 
     Writes ``model.checkpoint_path`` (one ``mask_rcnn_<name>_<epoch>.h5``
     per epoch) and TensorBoard logs in ``model.log_dir`` (``history.csv``
@@ -220,30 +328,38 @@ def train(model, train_dataset, val_dataset, learning_rate, epochs, layers,
     config = model.config
     layer_regex = resolve_layers(layers)
     workers = _default_workers() if workers is None else int(workers)
+    # Config -> plain arguments of the data pipeline, once for both sequences.
+    spec = pipeline_spec(config)
 
-    train_seq = DataSequence(train_dataset, config, shuffle=True, augmentation=augmentation,
+    train_seq = DataSequence(train_dataset, spec, shuffle=True, augmentation=augmentation,
                              no_augmentation_sources=no_augmentation_sources,
-                             steps=config.STEPS_PER_EPOCH, seed=seed, workers=workers,
+                             steps=spec.steps, seed=seed, workers=workers,
                              use_multiprocessing=use_multiprocessing)
     train_seq.epoch = model.epoch
     val_seq = None
     if val_dataset is not None:
-        val_seq = DataSequence(val_dataset, config, shuffle=True,
+        val_seq = DataSequence(val_dataset, spec, shuffle=True,
                                steps=config.VALIDATION_STEPS, seed=seed, workers=workers,
                                use_multiprocessing=use_multiprocessing)
 
     os.makedirs(model.log_dir, exist_ok=True)
     callbacks = [_loss_logger(model.log_dir), Checkpoint(model.checkpoint_path, verbose=0)]
+    if verbose:
+        callbacks.append(ProgressEstimate(model.epoch, epochs, spec.steps))
     if custom_callbacks:
         callbacks += list(custom_callbacks)
 
     # Train
-    logger.info("Starting at epoch %d. LR=%s", model.epoch, learning_rate)
+    initial_step = model.epoch * spec.steps
+    if optimizer is not None:
+        logger.info("Training with the given %s optimizer.", type(optimizer).__name__)
+    logger.info("Starting at epoch %d (step %d). LR=%s", model.epoch, initial_step,
+                learning_rate)
     logger.info("Checkpoint Path: %s", model.checkpoint_path)
     selected = set_trainable(model.keras_model, layer_regex, verbose=0)
     logger.info("Training %d weight layers matching %r.", len(selected), layers)
     compile_model(model.keras_model, learning_rate, config.LEARNING_MOMENTUM,
-                  config.GRADIENT_CLIP_NORM)
+                  config.GRADIENT_CLIP_NORM, optimizer=optimizer, initial_step=initial_step)
 
     if model.epoch >= epochs:
         logger.warning("train(epochs=%d): the model has already trained %d epochs; nothing "

@@ -64,6 +64,7 @@ __all__ = [
     "draw_boxes",
     "display_table",
     "display_weight_stats",
+    "display_comparison",
 ]
 
 
@@ -522,3 +523,36 @@ def draw_boxes(image, boxes=None, refined_boxes=None,
             _draw_mask_outline(ax, mask, color)
     ax.imshow(masked_image.astype(np.uint8))
     _finish(ax.figure, owns_figure, save_path)
+
+
+def display_comparison(image, gt, result, class_names, title="", save_path=None,
+                       figsize=(10, 5.4)):
+    """Ground truth (left) and detections (right) of one image, side by
+    side, each class in one fixed color on both sides.
+
+    image: [H, W, 3] uint8.
+    gt: (class_ids [N], boxes [N, (y1, x1, y2, x2)], masks [H, W, N]).
+    result: one dict of ``MaskRCNN.detect()`` (rois, class_ids, scores, masks).
+    class_names: the dataset's class names ("BG" first).
+    save_path: write a PNG there and close the figure (else show it).
+    Returns the matplotlib Figure.
+    """
+    palette = random_colors(max(len(class_names) - 1, 1), seed=0)
+
+    def colors(ids):
+        return [palette[(int(i) - 1) % len(palette)] for i in ids]
+
+    class_ids, boxes, masks = gt
+    fig, (left, right) = plt.subplots(1, 2, figsize=figsize)
+    display_instances(image, boxes, masks, class_ids, class_names, ax=left,
+                      title="Ground truth", colors=colors(class_ids))
+    found = len(result["class_ids"])
+    display_instances(image, result["rois"], result["masks"], result["class_ids"],
+                      class_names, scores=result["scores"], ax=right,
+                      title=f"Detections ({found})" if found else "Detections: none",
+                      colors=colors(result["class_ids"]))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _finish(fig, True, save_path)
+    return fig

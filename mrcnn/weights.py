@@ -22,6 +22,8 @@ import re
 import h5py
 import keras
 
+from mrcnn.config import HEAD_LAYERS  # the layers whose shapes follow NUM_CLASSES
+from mrcnn.download import get_imagenet_weights  # noqa: F401 (old place)
 from mrcnn.weight_files import (ManifestEntry, WeightFileError, _check_readable,  # noqa: F401
                                 _keras2_root, _keras3_name, _keras3_vars, _layer_entries,
                                 _read_keras2, save_weights, weight_manifest)
@@ -38,10 +40,6 @@ __all__ = [
     "get_imagenet_weights",
 ]
 
-# The layers whose shapes follow NUM_CLASSES. Matterport's balloon and shapes
-# samples exclude exactly these when starting from the 81-class COCO file
-# (mrcnn_bbox is a weightless Reshape; listing it is harmless and familiar).
-HEAD_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
 
 # Mismatch errors list at most this many weights (the full model has 690).
 _MAX_LISTED = 12
@@ -402,28 +400,3 @@ def _print_report(report, verbose):
 ############################################################
 #  Saving
 ############################################################
-
-
-############################################################
-#  ImageNet weights (Matterport's --weights=imagenet)
-############################################################
-
-# Keras' ResNet-50 ImageNet weights without the top, as Matterport used.
-IMAGENET_WEIGHTS_URL = ("https://github.com/fchollet/deep-learning-models/releases/download/"
-                        "v0.2/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
-
-
-def get_imagenet_weights() -> str:
-    """Downloads ImageNet trained weights from Keras (ResNet-50, no top)
-    into Keras' cache (``~/.keras/models``) unless they are there already.
-    Returns path to weights file. Offline, raises OSError saying where to
-    put a file downloaded elsewhere."""
-    name = os.path.basename(IMAGENET_WEIGHTS_URL)
-    try:
-        return keras.utils.get_file(name, IMAGENET_WEIGHTS_URL, cache_subdir="models",
-                                    md5_hash="a268eb855778b3df3c7506639542a6af")
-    except Exception as e:  # offline
-        cache = os.path.join(os.path.expanduser("~"), ".keras", "models", name)
-        raise OSError(
-            f"Could not download the ImageNet ResNet-50 weights ({e}). Download "
-            f"{IMAGENET_WEIGHTS_URL} by hand and put it at {cache}.") from e

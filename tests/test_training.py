@@ -486,13 +486,19 @@ def test_train_checkpoints_and_resumes(model, config):
     assert last == first
     model.load_weights(last, by_name=True)
     assert model.epoch == 1 and model.log_dir == log_dir
+    traced = model.keras_model.train_function
+    momentums = model.keras_model.optimizer.momentums
     history = training.train(model, train_ds, None, learning_rate=0.005, epochs=2,
                              layers="heads", verbose=0, seed=0)
     assert history.epoch == [1] and model.epoch == 2
     _finite_named_losses(history)
-    # Each train() starts a fresh SGD state, as Matterport's compile() did:
-    # 2 steps since this call, not 4 (the traced step was kept, not rebuilt).
-    assert int(model.keras_model.optimizer.iterations) == config.STEPS_PER_EPOCH
+    # Each train() starts a fresh SGD state (zero momentum), as Matterport's
+    # compile() did, on the same optimizer and traced step (not rebuilt);
+    # its step count is the global step, epoch 1 * STEPS_PER_EPOCH at the
+    # start (where a learning-rate schedule must resume), 2 * at the end.
+    assert model.keras_model.train_function is traced
+    assert model.keras_model.optimizer.momentums is momentums
+    assert int(model.keras_model.optimizer.iterations) == 2 * config.STEPS_PER_EPOCH
     np.testing.assert_allclose(float(model.keras_model.optimizer.learning_rate), 0.005)
     assert os.path.isfile(os.path.join(log_dir, "mask_rcnn_tiny_0002.h5"))
     assert model.find_last().endswith("mask_rcnn_tiny_0002.h5")
@@ -500,6 +506,29 @@ def test_train_checkpoints_and_resumes(model, config):
     history = training.train(model, train_ds, None, learning_rate=0.01, epochs=2,
                              layers="heads", verbose=0)
     assert history.epoch == [] and model.epoch == 2
+
+
+def test_compile_again_resets_the_state_and_sets_the_step(model):
+    """A second compile with the same trainable weights keeps the optimizer
+    (and the traced step) but zeroes its momentum and puts its step count at
+    initial_step; a schedule instead of a float makes a new optimizer."""
+    km = model.keras_model
+    if km.optimizer is None:
+        training.set_trainable(km, "heads", verbose=0)
+        training.compile_model(km, 0.01, 0.9, 5.0)
+        km.optimizer.build(km.trainable_variables)
+    optimizer = km.optimizer
+    for m in optimizer.momentums:
+        m.assign(keras.ops.ones(m.shape, m.dtype))
+    training.compile_model(km, 0.02, 0.9, 5.0, initial_step=30)
+    assert km.optimizer is optimizer and int(optimizer.iterations) == 30
+    assert all(float(keras.ops.max(keras.ops.abs(m))) == 0.0 for m in optimizer.momentums)
+    np.testing.assert_allclose(float(optimizer.learning_rate), 0.02)
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=100)
+    training.compile_model(km, schedule, 0.9, 5.0, initial_step=50)
+    assert km.optimizer is not optimizer and int(km.optimizer.iterations) == 50
+    np.testing.assert_allclose(float(km.optimizer.learning_rate), float(schedule(50)),
+                               rtol=1e-6)
 
 
 def test_degenerate_ground_truth_trains_with_finite_losses(model, config, caplog):

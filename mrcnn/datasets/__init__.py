@@ -20,7 +20,7 @@ _EXPORTS = {
     "ViaDataset": "via",
     "CocoConfig": "coco", "CocoDataset": "coco",
     "build_coco_results": "coco", "evaluate_coco_results": "coco",
-    "make_balloon_dataset": "synthetic_balloon",
+    "make_balloon_dataset": "synthetic_balloon", "make_balloon_video": "synthetic_balloon",
 }
 
 __all__ = sorted(_EXPORTS)

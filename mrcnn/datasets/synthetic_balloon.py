@@ -15,9 +15,9 @@ list (``via_version=2``) or a dict keyed "0", "1", ... (``via_version=1``,
 the real data set's format). Same seed, same files.
 
 Use it to try the balloon sample and its notebooks without downloading the
-real data::
+real data (``--video`` also writes ``balloons.avi`` for the video splash)::
 
-    python -m mrcnn.datasets.synthetic_balloon /tmp/balloon --n-train 8 --n-val 4
+    python -m mrcnn.datasets.synthetic_balloon /tmp/balloon --n-train 8 --n-val 4 --video
 
 Licensed under the MIT License.
 """
@@ -29,7 +29,8 @@ import os
 
 import numpy as np
 
-__all__ = ["make_balloon_dataset", "render_balloon_image", "ellipse_polygon", "ellipse_mask"]
+__all__ = ["make_balloon_dataset", "make_balloon_video", "render_balloon_image", "ellipse_polygon",
+           "ellipse_mask"]
 
 # Points per balloon outline; the real annotations have 15-40.
 POLYGON_POINTS = 24
@@ -101,6 +102,49 @@ def _random_ellipses(rng, height, width):
     return ellipses
 
 
+def _background(rng, height, width):
+    """A vertical sky gradient with soft texture and grain: [H, W, 3] float64."""
+    top = rng.uniform([60, 110, 170], [140, 180, 240])
+    bottom = rng.uniform([150, 160, 150], [230, 230, 220])
+    frac = np.linspace(0.0, 1.0, height)[:, None, None]
+    image = top * (1 - frac) + bottom * frac
+    image = image + (_smooth_noise(rng, height, width, 24)[..., None] - 0.5) * 40
+    image = image + rng.normal(0.0, 4.0, (height, width, 1))
+    return np.broadcast_to(image, (height, width, 3)).copy()
+
+
+def _balloon_colors(rng, count):
+    """[count] saturated RGB colours (one channel low)."""
+    colors = []
+    for _ in range(count):
+        color = rng.uniform(120, 255, 3)
+        color[rng.integers(3)] *= 0.3
+        colors.append(color)
+    return colors
+
+
+def _draw_balloons(image, ellipses, colors):
+    """Draw balloons (strings first, so that no string crosses a balloon)
+    on a float [H, W, 3] background; returns the uint8 image."""
+    height, width = image.shape[:2]
+    image = image.copy()
+    yy = np.arange(height, dtype=np.float64)[:, None]
+    xx = np.arange(width, dtype=np.float64)[None, :]
+    # A dark thin line hanging from each balloon's lowest point.
+    for cx, cy, rx, ry, theta in ellipses:
+        bottom_y = cy + math.hypot(rx * math.sin(theta), ry * math.cos(theta))
+        string = (np.abs(xx - cx - 0.05 * (yy - bottom_y)) < 1.0) & (yy > bottom_y)
+        image[string] = image[string] * 0.4
+    for (cx, cy, rx, ry, theta), color in zip(ellipses, colors):
+        inside = ellipse_mask((cx, cy, rx, ry, theta), height, width)
+        # Shading: brighter towards a highlight up-left of the centre.
+        hx, hy = cx - 0.35 * rx, cy - 0.35 * ry
+        dist = np.sqrt((xx - hx) ** 2 + (yy - hy) ** 2) / max(rx, ry)
+        shade = np.clip(1.25 - 0.45 * dist, 0.55, 1.25)[..., None]
+        image = np.where(inside[..., None], np.clip(color * shade, 0, 255), image)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def render_balloon_image(rng, height, width):
     """Draw one synthetic balloon image.
 
@@ -111,34 +155,45 @@ def render_balloon_image(rng, height, width):
         rx turned by theta (radians) towards +y (theta 0: rx horizontal, ry
         vertical; balloons have ry > rx).
     """
-    # Background: a vertical sky gradient with soft texture and grain.
-    top = rng.uniform([60, 110, 170], [140, 180, 240])
-    bottom = rng.uniform([150, 160, 150], [230, 230, 220])
-    frac = np.linspace(0.0, 1.0, height)[:, None, None]
-    image = top * (1 - frac) + bottom * frac
-    image = image + (_smooth_noise(rng, height, width, 24)[..., None] - 0.5) * 40
-    image = image + rng.normal(0.0, 4.0, (height, width, 1))
-    image = np.broadcast_to(image, (height, width, 3)).copy()
-
+    background = _background(rng, height, width)
     ellipses = _random_ellipses(rng, height, width)
-    yy = np.arange(height, dtype=np.float64)[:, None]
-    xx = np.arange(width, dtype=np.float64)[None, :]
-    # Strings first, so that no string crosses a balloon: a dark thin line
-    # hanging from each balloon's lowest point.
-    for cx, cy, rx, ry, theta in ellipses:
-        bottom_y = cy + math.hypot(rx * math.sin(theta), ry * math.cos(theta))
-        string = (np.abs(xx - cx - 0.05 * (yy - bottom_y)) < 1.0) & (yy > bottom_y)
-        image[string] = image[string] * 0.4
-    for cx, cy, rx, ry, theta in ellipses:
-        color = rng.uniform(120, 255, 3)
-        color[rng.integers(3)] *= 0.3  # saturated: one channel low
-        inside = ellipse_mask((cx, cy, rx, ry, theta), height, width)
-        # Shading: brighter towards a highlight up-left of the centre.
-        hx, hy = cx - 0.35 * rx, cy - 0.35 * ry
-        dist = np.sqrt((xx - hx) ** 2 + (yy - hy) ** 2) / max(rx, ry)
-        shade = np.clip(1.25 - 0.45 * dist, 0.55, 1.25)[..., None]
-        image = np.where(inside[..., None], np.clip(color * shade, 0, 255), image)
-    return np.clip(image, 0, 255).astype(np.uint8), ellipses
+    image = _draw_balloons(background, ellipses, _balloon_colors(rng, len(ellipses)))
+    return image, ellipses
+
+
+def make_balloon_video(path, frames=48, size=(256, 320), seed=0, fps=12.0):
+    """Write a short synthetic video of balloons drifting up and sideways over
+    a sky (an MJPG .avi, which OpenCV writes in every build), for the balloon
+    sample's video splash.
+
+    path: the .avi file to write (its folder is created).
+    frames, fps: length and frame rate; size: (height, width) pixels.
+    Returns path, as a str.
+    """
+    import cv2
+
+    height, width = (int(v) for v in size)
+    rng = np.random.default_rng([seed, 2])
+    background = _background(rng, height, width)
+    ellipses = _random_ellipses(rng, height, width)
+    colors = _balloon_colors(rng, len(ellipses))
+    # Each balloon drifts by (vx, vy) pixels per frame, upwards.
+    velocity = [(rng.uniform(-0.6, 0.6), -rng.uniform(0.5, 1.5)) for _ in ellipses]
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (width, height))
+    if not writer.isOpened():
+        raise OSError(f"Cannot write the video {path} (MJPG codec): check that the folder "
+                      f"is writable.")
+    try:
+        for t in range(int(frames)):
+            moved = [(cx + vx * t, cy + vy * t, rx, ry, theta)
+                     for (cx, cy, rx, ry, theta), (vx, vy) in zip(ellipses, velocity)]
+            frame = _draw_balloons(background, moved, colors)
+            writer.write(np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR
+    finally:
+        writer.release()
+    return path
 
 
 def _via_entry(filename, size, polygons, via_version):
@@ -207,11 +262,18 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--via-version", type=int, choices=(1, 2), default=2,
                         help="1: regions as dicts (real balloon files), 2: lists (default)")
+    parser.add_argument("--video", action="store_true",
+                        help="also write OUT_DIR/balloons.avi, 48 frames of drifting "
+                             "balloons, for the video splash")
     args = parser.parse_args(argv)
     root = make_balloon_dataset(args.out_dir, n_train=args.n_train, n_val=args.n_val,
                                 size=(args.height, args.width), seed=args.seed,
                                 via_version=args.via_version)
     print(f"Wrote {args.n_train} training and {args.n_val} validation images to {root}")
+    if args.video:
+        video = make_balloon_video(os.path.join(root, "balloons.avi"),
+                                   size=(args.height, args.width), seed=args.seed)
+        print(f"Wrote {video}")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ from mrcnn.layers.meta import ActiveClassIds
 from mrcnn.layers.rows import FirstRows
 
 __all__ = ["training_graph", "build_training_model", "anchors_layer", "anchor_count",
-           "max_positive_rois", "Anchors", "FirstRows", "NormBoxes", "ActiveClassIds",
+           "max_positive_rois", "set_batch_norm_momentum", "Anchors", "FirstRows", "NormBoxes", "ActiveClassIds",
            "LossOutput", "LOSS_NAMES", "OUTPUT_NAMES"]
 
 # Names of the model outputs, in order (model.output_names gives layer names).
@@ -169,12 +169,37 @@ def training_graph(args: Dict[str, Dict[str, Any]]) -> MaskRCNNTrainingModel:
     outputs = [rpn_class_logits, rpn_class, rpn_bbox,
                mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,
                rpn_rois, output_rois] + loss_outputs
-    return MaskRCNNTrainingModel(inputs, outputs, name="mask_rcnn",
-                                 loss_weights=training["loss_weights"],
-                                 weight_decay=training["weight_decay"])
+    model = MaskRCNNTrainingModel(inputs, outputs, name="mask_rcnn",
+                                  loss_weights=training["loss_weights"],
+                                  weight_decay=training["weight_decay"])
+    set_batch_norm_momentum(model, training["batch_norm_momentum"])
+    return model
+
+
+def set_batch_norm_momentum(keras_model: keras.Model, momentum: float) -> int:
+    """Set the moving-average momentum of every BatchNormalization layer
+    (TimeDistributed ones and nested models included; BATCH_NORM_MOMENTUM).
+    Returns the number of layers set."""
+    count = 0
+    for layer in walk_layers(keras_model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count
 
 
 def build_training_model(config) -> MaskRCNNTrainingModel:
     """``training_graph(layer_args(config))``, after checking IMAGE_SHAPE."""
     check_image_shape(config)
     return training_graph(layer_args(config))
+
+
+def walk_layers(keras_model: keras.Model):
+    """Every layer of a model: its layers, the layers of nested models and
+    the layer each TimeDistributed wraps (public Keras API only)."""
+    for layer in keras_model.layers:
+        yield layer
+        if isinstance(layer, keras.layers.TimeDistributed):
+            yield layer.layer
+        if isinstance(layer, keras.Model):
+            yield from walk_layers(layer)

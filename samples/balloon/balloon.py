@@ -3,16 +3,21 @@ Mask R-CNN
 Train on the toy Balloon dataset and implement color splash effect.
 
 Matterport's balloon sample with the same command line, classes and
-functions, on this package's ``ViaDataset``, plus a few options for quick
-runs on a CPU (``--tiny``, ``--epochs``, ``--steps``, ``--image-size``).
+functions, on this package's ``ViaDataset``, plus the CPU recipe
+(``--cpu``: train from random weights in minutes, ``mrcnn.recipes``), an
+``evaluate`` command (mAP@0.5 and COCO's AP on any VIA data set) and options
+for single settings (``--epochs``, ``--steps``, ``--image-size``).
 
 Usage: import the module (see the notebooks for examples), or run from
        the command line as such:
 
-    # Try everything on a synthetic balloon data set (no download needed)
-    python -m mrcnn.datasets.synthetic_balloon /tmp/balloon
-    python3 balloon.py train --dataset=/tmp/balloon --weights=none --tiny --epochs=2
-    python3 balloon.py splash --weights=last --tiny --image=/tmp/balloon/val/balloon_val_0000.jpg
+    # Everything on synthetic balloons, on a CPU (no download needed, ~15 min)
+    python -m mrcnn.datasets.synthetic_balloon /tmp/balloon --n-train 400 --video
+    python3 balloon.py train --dataset=/tmp/balloon --weights=none --cpu
+    python3 balloon.py splash --weights=last --cpu --image=/tmp/balloon/val/balloon_val_0000.jpg
+    python3 balloon.py splash --weights=last --cpu --video=/tmp/balloon/balloons.avi
+    python -m mrcnn.datasets.synthetic_balloon /tmp/balloon_test --n-train 0 --n-val 50 --seed 7
+    python3 balloon.py evaluate --dataset=/tmp/balloon_test --weights=last --cpu
 
     # Train a new model starting from pre-trained COCO weights
     python3 balloon.py train --dataset=/path/to/balloon/dataset --weights=coco
@@ -28,6 +33,9 @@ Usage: import the module (see the notebooks for examples), or run from
 
     # Apply color splash to video using the last weights you trained
     python3 balloon.py splash --weights=last --video=<path to file>
+
+    # mAP@0.5 and COCO AP (bbox, segm) of a model on the val subset
+    python3 balloon.py evaluate --dataset=/path/to/balloon/dataset --weights=last
 
 Bad input (a missing data set folder, an empty or broken annotation file, a
 listed image that is missing or unreadable, weights that cannot be found or
@@ -49,25 +57,24 @@ import numpy as np
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROOT_DIR = _CHECKOUT if os.path.isdir(os.path.join(_CHECKOUT, "mrcnn")) else os.getcwd()
 
-# Find the local version of the library when it is not installed
-try:
-    import mrcnn  # noqa: F401
-except ImportError:
-    sys.path.append(ROOT_DIR)
+if ROOT_DIR not in sys.path:
+    sys.path.append(ROOT_DIR)  # the checkout's mrcnn when it is not installed
 
 # TensorFlow's C++ start-up notices drown the sample's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # mrcnn.model (and with it TensorFlow, several seconds) is imported when a
 # model is built, so that bad arguments are reported at once.
-from mrcnn.cli import run_command  # noqa: E402
-from mrcnn import utils  # noqa: E402
+from mrcnn import cli, utils  # noqa: E402
+from mrcnn.cli import HEAD_LAYERS  # noqa: E402,F401
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.datasets.via import ViaDataset  # noqa: E402
+from mrcnn.recipes import CpuRecipe, learning_rate_schedule  # noqa: E402
 
-__all__ = ["BalloonConfig", "BalloonInferenceConfig", "BalloonDataset", "make_config",
-           "load_dataset", "train", "color_splash", "detect_and_color_splash", "main",
-           "COCO_WEIGHTS_PATH", "DEFAULT_LOGS_DIR", "HEAD_LAYERS", "TINY_SETTINGS"]
+__all__ = ["BalloonConfig", "BalloonInferenceConfig", "CpuBalloonConfig", "BalloonDataset",
+           "make_config", "load_dataset", "train", "evaluate", "color_splash",
+           "detect_and_color_splash", "main", "COCO_WEIGHTS_PATH", "DEFAULT_LOGS_DIR",
+           "HEAD_LAYERS", "CPU_EPOCHS"]
 
 # Path to trained weights file
 COCO_WEIGHTS_PATH = os.path.join(ROOT_DIR, "mask_rcnn_coco.h5")
@@ -75,10 +82,6 @@ COCO_WEIGHTS_PATH = os.path.join(ROOT_DIR, "mask_rcnn_coco.h5")
 # Directory to save logs and model checkpoints, if not provided
 # through the command line argument --logs
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
-
-# The layers whose shapes depend on NUM_CLASSES: left out when starting from
-# the COCO weights (81 classes) because balloon has 2.
-HEAD_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 
 # Training schedule of Matterport's sample: 30 epochs of the heads.
 DEFAULT_EPOCHS = 30
@@ -116,42 +119,52 @@ class BalloonInferenceConfig(BalloonConfig):
     IMAGES_PER_GPU = 1
 
 
-# --tiny: a configuration that trains and runs in minutes on a CPU. ResNet-50,
-# 128x128 images and smaller anchors (balloons then span about 20-60 pixels),
-# fewer proposals and ROIs. The head sizes are the default ones, so the COCO
-# weights still load (by name; ResNet-50 takes res2..res5 of ResNet-101's
-# layer names that exist in both).
-TINY_SETTINGS = {
-    "BACKBONE": "resnet50",
-    "IMAGE_MIN_DIM": 128,
-    "IMAGE_MAX_DIM": 128,
-    "RPN_ANCHOR_SCALES": (8, 16, 32, 64, 128),
-    "RPN_TRAIN_ANCHORS_PER_IMAGE": 64,
-    "PRE_NMS_LIMIT": 1000,
-    "POST_NMS_ROIS_TRAINING": 200,
-    "POST_NMS_ROIS_INFERENCE": 100,
-    "TRAIN_ROIS_PER_IMAGE": 32,
-    "MAX_GT_INSTANCES": 10,
-    "DETECTION_MAX_INSTANCES": 20,
-    "STEPS_PER_EPOCH": 10,
-    "VALIDATION_STEPS": 2,
-}
+class CpuBalloonConfig(CpuRecipe, BalloonConfig):
+    """``--cpu``: the package's CPU recipe (``mrcnn.recipes``: small
+    ResNet-like backbone, 64-channel FPN, warmed-up cosine learning rate,
+    batch norm that learns) on balloon images, to train from random weights
+    on a CPU. README.md beside this file gives its results and times."""
+    # Its own name, so its checkpoints never mix with BalloonConfig's.
+    NAME = "cpu_balloon"
+
+    # Images scaled to 256 pixels on their long side (the synthetic 256x320
+    # ones to 205x256), padded to 256x256; 4 per step.
+    IMAGES_PER_GPU = 4
+    IMAGE_MIN_DIM = 256
+    IMAGE_MAX_DIM = 256
+
+    # Anchors sized to balloons of about 30 to 110 pixels at this size.
+    RPN_ANCHOR_SCALES = (32, 48, 80, 128, 192)
+
+    # At most a few balloons per image.
+    MAX_GT_INSTANCES = 10
+    DETECTION_MAX_INSTANCES = 10
+
+    STEPS_PER_EPOCH = 100
+    VALIDATION_STEPS = 2
 
 
-def make_config(command="train", tiny=False, **overrides):
+# The CPU recipe's run: CPU_EPOCHS epochs of STEPS_PER_EPOCH steps, all layers.
+CPU_EPOCHS = 12
+
+
+def make_config(command="train", cpu=False, tiny=None, **overrides):
     """The configuration for a command.
 
-    command: "train" (BalloonConfig) or "splash" (BalloonInferenceConfig,
-        one image per batch).
-    tiny: start from TINY_SETTINGS.
+    command: "train" (one of the training configs) or "splash"/"evaluate"
+        (the same with one image per batch).
+    cpu: CpuBalloonConfig (the CPU recipe) instead of Matterport's
+        BalloonConfig. ``tiny`` is the older name of ``cpu``.
     overrides: Config fields to set (None values are ignored), e.g.
         ``STEPS_PER_EPOCH=2``.
     Returns: a Config instance (a subclass made on the fly when something is
         overridden, so the derived fields and validate() see the new values).
     """
-    base = BalloonConfig if command == "train" else BalloonInferenceConfig
-    settings = dict(TINY_SETTINGS) if tiny else {}
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+    cpu = bool(cpu or tiny)
+    base = CpuBalloonConfig if cpu else BalloonConfig
+    settings = {k: v for k, v in overrides.items() if v is not None}
+    if command != "train":
+        settings.update(GPU_COUNT=1, IMAGES_PER_GPU=1)
     if not settings:
         return base()
     return type(base.__name__, (base,), settings)()
@@ -208,7 +221,8 @@ def load_dataset(dataset_dir, subset):
 #  Training
 ############################################################
 
-def train(model, dataset_dir, epochs=DEFAULT_EPOCHS, layers="heads", augmentation=None):
+def train(model, dataset_dir, epochs=DEFAULT_EPOCHS, layers="heads", augmentation=None,
+          schedule=False):
     """Train the model.
 
     model: MaskRCNN in training mode, weights loaded.
@@ -218,6 +232,9 @@ def train(model, dataset_dir, epochs=DEFAULT_EPOCHS, layers="heads", augmentatio
     layers: "heads" (Matterport's choice for this sample), "3+", "4+",
         "5+", "all" or a layer-name regex.
     augmentation: optional albumentations.Compose.
+    schedule: False: Matterport's constant LEARNING_RATE. True: the CPU
+        recipe's warm-up and cosine decay over ``epochs`` epochs
+        (``recipes.learning_rate_schedule``; a resumed run continues it).
     """
     # Training dataset.
     dataset_train = load_dataset(dataset_dir, "train")
@@ -228,14 +245,47 @@ def train(model, dataset_dir, epochs=DEFAULT_EPOCHS, layers="heads", augmentatio
     # Since we're using a very small dataset, and starting from
     # COCO trained weights, we don't need to train too long. Also,
     # no need to train all layers, just the heads should do it.
+    config = model.config
+    learning_rate = config.LEARNING_RATE
+    if schedule:
+        learning_rate = learning_rate_schedule(config, epochs=epochs)
     print(f"Training network {layers} on {len(dataset_train.image_ids)} images, "
-          f"validating on {len(dataset_val.image_ids)}")
+          f"validating on {len(dataset_val.image_ids)}: epochs {model.epoch + 1} to {epochs} "
+          f"of {config.STEPS_PER_EPOCH} steps of {config.BATCH_SIZE} images"
+          + (f", learning rate warmed up to {config.LEARNING_RATE:g} then cosine-decayed"
+             if schedule else f", learning rate {config.LEARNING_RATE:g}"), flush=True)
     model.train(dataset_train, dataset_val,
-                learning_rate=model.config.LEARNING_RATE,
+                learning_rate=learning_rate,
                 epochs=epochs,
                 layers=layers,
                 augmentation=augmentation)
     print("Checkpoints saved in", model.log_dir)
+
+
+############################################################
+#  Evaluation
+############################################################
+
+def evaluate(model, dataset_dir, subset="val", limit=0, verbose=1):
+    """mAP@0.5, mAP@[.5:.95] and COCO's AP (bbox, segm) of the model on a
+    subset of a balloon data set (any VIA data set in this layout).
+
+    Prints the numbers; returns ``evaluation.evaluate_model``'s dict.
+    limit: evaluate on the first ``limit`` images only (0: all).
+    """
+    from mrcnn import evaluation
+
+    dataset = load_dataset(dataset_dir, subset)
+    image_ids = list(dataset.image_ids)[:limit or None]
+    scores = evaluation.evaluate_model(model, dataset, image_ids=image_ids, verbose=verbose)
+    coco = scores["coco"]
+    print(f"mAP@0.5: {scores['mAP50']:.2f}")
+    print(f"mAP@[.5:.95]: {scores['mAP']:.2f}")
+    print(f"COCO AP segm: {coco['segm'][0]:.3f}  AP50 {coco['segm'][1]:.3f}   "
+          f"bbox: {coco['bbox'][0]:.3f}  AP50 {coco['bbox'][1]:.3f}   "
+          f"({len(image_ids)} images of {os.path.join(dataset_dir, subset)}, "
+          f"{scores['seconds']:.0f} s)")
+    return scores
 
 
 ############################################################
@@ -409,57 +459,25 @@ def _splash_video(model, video_path, out_dir, verbose):
 #  Command line
 ############################################################
 
-def _coco_weights_path():
-    """Path of mask_rcnn_coco.h5, downloaded there first if absent (offline:
-    utils.WeightsDownloadError saying where to put the file)."""
-    path = COCO_WEIGHTS_PATH
-    if not os.path.exists(path):
-        utils.download_trained_weights(path)
-    return path
-
-
 def _load_weights(model, choice):
     """Load the weights --weights names into model; returns their path, or
-    None for 'none' (random initialisation)."""
-    key = choice.lower()
-    if key == "none":
-        print("Weights: none (random initialisation)")
-        return None
-    if key == "coco":
-        weights_path = _coco_weights_path()
-    elif key == "last":
-        # Find last trained weights
-        weights_path = model.find_last()
-    elif key == "imagenet":
-        # Start from ImageNet trained weights
-        weights_path = model.get_imagenet_weights()
-    else:
-        weights_path = choice
-    print("Loading weights", weights_path)
-    if key == "coco":
-        # Exclude the last layers because they require a matching
-        # number of classes
-        model.load_weights(weights_path, by_name=True, exclude=HEAD_LAYERS)
-    else:
-        model.load_weights(weights_path, by_name=True)
-    return weights_path
+    None for 'none' (random initialisation). The COCO file's class layers
+    are left out (81 classes; balloon has 2)."""
+    path = cli.resolve_weights(choice, model.config, model.model_dir, COCO_WEIGHTS_PATH)
+    return cli.load_weights(model, path, COCO_WEIGHTS_PATH)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="balloon.py",
-        description="Train Mask R-CNN to detect balloons, or color-splash an image or "
-                    "a video with a trained model.")
-    parser.add_argument("command", metavar="<command>", choices=("train", "splash"),
-                        help="'train' or 'splash'")
+        description="Train Mask R-CNN to detect balloons, color-splash an image or a "
+                    "video with a trained model, or evaluate it.")
+    parser.add_argument("command", metavar="<command>", choices=("train", "splash", "evaluate"),
+                        help="'train', 'splash' or 'evaluate'")
     parser.add_argument('--dataset', required=False, metavar="/path/to/balloon/dataset/",
                         help='Directory of the Balloon dataset (with train/ and val/)')
-    parser.add_argument('--weights', required=True, metavar="/path/to/weights.h5",
-                        help="Path to a weights .h5 file, or 'coco', 'imagenet', 'last' "
-                             "(the newest checkpoint under --logs), 'none' (random)")
-    parser.add_argument('--logs', required=False, default=DEFAULT_LOGS_DIR,
-                        metavar="/path/to/logs/",
-                        help='Logs and checkpoints directory (default=logs/)')
+    cli.add_weights_argument(parser, required=True)
+    cli.add_logs_argument(parser, default=DEFAULT_LOGS_DIR)
     parser.add_argument('--image', required=False, metavar="path to image",
                         help='Image to apply the color splash effect on')
     parser.add_argument('--video', required=False, metavar="path to video",
@@ -467,44 +485,60 @@ def build_parser():
     parser.add_argument('--out', required=False, default=".", metavar="/path/to/output/",
                         help='Folder for the splash image or video (default: the working '
                              'directory)')
-    quick = parser.add_argument_group("quick runs (defaults are Matterport's)")
-    quick.add_argument('--tiny', action="store_true",
-                       help="small configuration for a CPU: ResNet-50, 128x128 images, "
-                            "few ROIs, 10 steps per epoch (use the same flag for splash)")
-    quick.add_argument('--epochs', type=int, default=DEFAULT_EPOCHS,
-                       help=f"last epoch to train to (default {DEFAULT_EPOCHS})")
-    quick.add_argument('--layers', default="heads",
+    parser.add_argument('--subset', default="val",
+                        help="evaluate: the subset folder to evaluate on (default val)")
+    parser.add_argument('--limit', type=int, default=0,
+                        help="evaluate: only the first N images (default 0: all)")
+    quick = parser.add_argument_group("CPU runs and single settings (defaults are Matterport's)")
+    quick.add_argument('--cpu', '--tiny', action="store_true", dest="cpu",
+                       help="the CPU recipe (CpuBalloonConfig): trains from random weights "
+                            "in minutes; from none, all layers with a warmed-up cosine "
+                            f"learning rate for {CPU_EPOCHS} epochs. Give it to splash and "
+                            "evaluate too, so the model has the shape of the one trained "
+                            "(--tiny is its older name)")
+    quick.add_argument('--epochs', type=int,
+                       help=f"last epoch to train to (default {DEFAULT_EPOCHS}; "
+                            f"--cpu: {CPU_EPOCHS})")
+    quick.add_argument('--layers',
                        help="layers to train: heads, 3+, 4+, 5+, all or a regex "
-                            "(default heads)")
+                            "(default heads; --cpu from random weights: all)")
     quick.add_argument('--steps', type=int, help="training steps per epoch "
                                                   "(STEPS_PER_EPOCH, default 100)")
     quick.add_argument('--val-steps', type=int, help="validation steps per epoch "
                                                       "(VALIDATION_STEPS, default 50)")
     quick.add_argument('--image-size', type=int, metavar="PIXELS",
-                       help="IMAGE_MIN_DIM = IMAGE_MAX_DIM (a multiple of 64; default 800/1024)")
+                       help="IMAGE_MIN_DIM = IMAGE_MAX_DIM (a multiple of 64; default "
+                            "800/1024, --cpu 256)")
     quick.add_argument('--backbone', choices=("resnet50", "resnet101"),
-                       help="backbone (default resnet101; --tiny: resnet50)")
-    parser.add_argument('--traceback', action="store_true",
-                        help="show the Python traceback of an error")
+                       help="backbone (default resnet101)")
+    cli.add_traceback_argument(parser)
     return parser
 
 
 def _check_args(parser, args):
     # Validate arguments
-    if args.command == "train":
+    if args.command in ("train", "evaluate"):
         if not args.dataset:
-            parser.error("Argument --dataset is required for training")
+            parser.error(f"Argument --dataset is required for {args.command}")
     elif args.command == "splash":
         if not (args.image or args.video):
             parser.error("Provide --image or --video to apply color splash")
         if args.image and args.video:
             parser.error("Provide --image or --video, not both")
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
-    for name in ("steps", "val_steps", "image_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.limit < 0:
+        parser.error(f"--limit must be 0 or more, got {args.limit}")
+    cli.check_positive(parser, args, ("steps", "val_steps", "image_size"))
+
+
+def _check_dataset(dataset_dir, subsets):
+    if not os.path.isdir(dataset_dir):
+        raise FileNotFoundError(f"Dataset folder not found: {dataset_dir}. Expected a "
+                                "folder with train/ and val/ sub-folders, each holding "
+                                "images and via_region_data.json.")
+    for subset in subsets:
+        load_dataset(dataset_dir, subset)
 
 
 def run(args):
@@ -515,41 +549,43 @@ def run(args):
 
     # Check the inputs before building the model (which takes a while).
     if args.command == "train":
-        if not os.path.isdir(args.dataset):
-            raise FileNotFoundError(f"Dataset folder not found: {args.dataset}. Expected a "
-                                    "folder with train/ and val/ sub-folders, each holding "
-                                    "images and via_region_data.json.")
         # Loaded now for their errors; train() loads them again (cheap).
-        load_dataset(args.dataset, "train")
-        load_dataset(args.dataset, "val")
+        _check_dataset(args.dataset, ("train", "val"))
+    elif args.command == "evaluate":
+        _check_dataset(args.dataset, (args.subset,))
     elif args.image:
         _check_local(args.image, "image")
         utils.read_image(args.image)  # a broken file fails here, with its name
     else:
         _check_video(args.video)
-    key = args.weights.lower()
-    if key == "coco":
-        _coco_weights_path()
-    elif key not in ("last", "imagenet", "none") and not os.path.isfile(args.weights):
-        raise FileNotFoundError(f"Weights file not found: {args.weights}. Pass a .h5 file, "
-                                "or coco, imagenet, last, none.")
 
     # Configurations
     size = args.image_size
-    config = make_config(args.command, tiny=args.tiny, BACKBONE=args.backbone,
+    config = make_config(args.command, cpu=args.cpu, BACKBONE=args.backbone,
                          IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size,
                          STEPS_PER_EPOCH=args.steps, VALIDATION_STEPS=args.val_steps)
+    # The weights file, found (or downloaded) before the model is built.
+    weights_path = cli.resolve_weights(args.weights, config, args.logs, COCO_WEIGHTS_PATH)
     config.display()
 
     # Create model
     from mrcnn import model as modellib
     mode = "training" if args.command == "train" else "inference"
     model = modellib.MaskRCNN(mode=mode, config=config, model_dir=args.logs)
-    _load_weights(model, args.weights)
+    cli.load_weights(model, weights_path, COCO_WEIGHTS_PATH)
 
     # Train or evaluate
     if args.command == "train":
-        train(model, args.dataset, epochs=args.epochs, layers=args.layers)
+        # The CPU recipe from random weights (or resuming such a run with
+        # --weights=last): all layers, warm-up and cosine decay, continued
+        # where a resumed run stopped; otherwise (fine-tuning from COCO or
+        # ImageNet weights) Matterport's heads at a constant rate.
+        recipe = args.cpu and (weights_path is None or args.weights.lower() == "last")
+        epochs = args.epochs or (CPU_EPOCHS if args.cpu else DEFAULT_EPOCHS)
+        layers = args.layers or ("all" if recipe else "heads")
+        train(model, args.dataset, epochs=epochs, layers=layers, schedule=recipe)
+    elif args.command == "evaluate":
+        evaluate(model, args.dataset, subset=args.subset, limit=args.limit)
     else:
         detect_and_color_splash(model, image_path=args.image, video_path=args.video,
                                 out_dir=args.out)
@@ -558,7 +594,8 @@ def run(args):
 def main(argv=None):
     """Command line entry point. Returns the exit code: 0 done, 2 bad
     input (a one-line message on stderr), 130 interrupted."""
-    return run_command(build_parser(), argv, _check_args, run)
+    cli.show_progress_logs()
+    return cli.run_command(build_parser(), argv, _check_args, run)
 
 
 if __name__ == '__main__':

@@ -58,19 +58,16 @@ import numpy as np
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROOT_DIR = _CHECKOUT if os.path.isdir(os.path.join(_CHECKOUT, "mrcnn")) else os.getcwd()
 
-# Find the local version of the library when it is not installed
-try:
-    import mrcnn  # noqa: F401
-except ImportError:
-    sys.path.append(ROOT_DIR)
+if ROOT_DIR not in sys.path:
+    sys.path.append(ROOT_DIR)  # the checkout's mrcnn when it is not installed
 
 # TensorFlow's C++ start-up notices drown the sample's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # mrcnn.model (and with it TensorFlow, several seconds) is imported when a
 # model is built, so that bad arguments are reported at once.
-from mrcnn.cli import run_command  # noqa: E402
-from mrcnn import utils  # noqa: E402
+from mrcnn import cli  # noqa: E402
+from mrcnn.cli import HEAD_LAYERS  # noqa: E402,F401
 from mrcnn.datasets.coco import (DEFAULT_DATASET_YEAR, CocoConfig,  # noqa: E402,F401
                                  CocoDataset, build_coco_results, evaluate_coco_results)
 
@@ -84,10 +81,6 @@ COCO_MODEL_PATH = os.path.join(ROOT_DIR, "mask_rcnn_coco.h5")
 # Directory to save logs and model checkpoints, if not provided
 # through the command line argument --logs
 DEFAULT_LOGS_DIR = os.path.join(ROOT_DIR, "logs")
-
-# The layers whose shapes depend on NUM_CLASSES: left out when the COCO
-# weights (81 classes) start a model with another number of classes.
-HEAD_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 
 # Images evaluated by default (Matterport's --limit default); 0 means all.
 DEFAULT_LIMIT = 500
@@ -333,40 +326,12 @@ def train(model, dataset_train, dataset_val, epochs=None, layers="heads", augmen
 #  Command line
 ############################################################
 
-def _coco_model_path():
-    """Path of mask_rcnn_coco.h5, downloaded there first if absent (offline:
-    utils.WeightsDownloadError saying where to put the file)."""
-    path = COCO_MODEL_PATH
-    if not os.path.exists(path):
-        utils.download_trained_weights(path)
-    return path
-
-
 def _load_weights(model, choice):
-    """Load the weights --model names; returns their path, or None for 'none'."""
-    key = choice.lower()
-    if key == "none":
-        print("Weights: none (random initialisation)")
-        return None
-    if key == "coco":
-        model_path = _coco_model_path()
-    elif key == "last":
-        # Find last trained weights
-        model_path = model.find_last()
-    elif key == "imagenet":
-        # Start from ImageNet trained weights
-        model_path = model.get_imagenet_weights()
-    else:
-        model_path = choice
-    # Load weights
-    print("Loading weights ", model_path)
-    if key == "coco" and model.config.NUM_CLASSES != CocoConfig.NUM_CLASSES:
-        # Another number of classes (--annotations): the class-specific
-        # layers start from scratch.
-        model.load_weights(model_path, by_name=True, exclude=HEAD_LAYERS)
-    else:
-        model.load_weights(model_path, by_name=True)
-    return model_path
+    """Load the weights --model names; returns their path, or None for 'none'.
+    With another number of classes than COCO's 81 (--annotations), the COCO
+    file's class-specific layers are left out."""
+    path = cli.resolve_weights(choice, model.config, model.model_dir, COCO_MODEL_PATH)
+    return cli.load_weights(model, path, COCO_MODEL_PATH)
 
 
 def build_parser():
@@ -380,12 +345,8 @@ def build_parser():
     parser.add_argument('--year', required=False, default=DEFAULT_DATASET_YEAR,
                         metavar="<year>",
                         help='Year of the MS-COCO dataset (2014 or 2017) (default=2014)')
-    parser.add_argument('--model', required=True, metavar="/path/to/weights.h5",
-                        help="Path to weights .h5 file, or 'coco', 'imagenet', 'last' "
-                             "(the newest checkpoint under --logs), 'none' (random)")
-    parser.add_argument('--logs', required=False, default=DEFAULT_LOGS_DIR,
-                        metavar="/path/to/logs/",
-                        help='Logs and checkpoints directory (default=logs/)')
+    cli.add_weights_argument(parser, flag="--model", required=True)
+    cli.add_logs_argument(parser, default=DEFAULT_LOGS_DIR)
     parser.add_argument('--limit', required=False, default=DEFAULT_LIMIT, type=int,
                         metavar="<image count>",
                         help=f'Images to use for evaluation, 0 for all '
@@ -424,8 +385,7 @@ def build_parser():
                        help="IMAGE_MIN_DIM = IMAGE_MAX_DIM (a multiple of 64; default 800/1024)")
     quick.add_argument('--backbone', choices=("resnet50", "resnet101"),
                        help="backbone (default resnet101; --tiny: resnet50)")
-    parser.add_argument('--traceback', action="store_true",
-                        help="show the Python traceback of an error")
+    cli.add_traceback_argument(parser)
     return parser
 
 
@@ -445,16 +405,13 @@ def _check_args(parser, args):
         parser.error(f"--year must be 2014 or 2017, got {args.year}")
     if args.limit < 0:
         parser.error(f"--limit must be 0 (all) or positive, got {args.limit}")
-    for name in ("epochs", "steps", "val_steps", "image_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    cli.check_positive(parser, args, ("epochs", "steps", "val_steps", "image_size"))
 
 
 def run(args):
     """Carry out a parsed command line."""
     print("Command: ", args.command)
-    print("Model: ", args.model)
+    print("Model: ", args.weights)
     print("Dataset: ", args.dataset)
     print("Year: ", args.year)
     print("Logs: ", args.logs)
@@ -475,13 +432,6 @@ def run(args):
     else:
         dataset_val, coco = load_evaluation_data(args)
         num_classes = dataset_val.num_classes
-    key = args.model.lower()
-    if key == "coco":
-        _coco_model_path()
-    elif key not in ("last", "imagenet", "none") and not os.path.isfile(args.model):
-        raise FileNotFoundError(f"Weights file not found: {args.model}. Pass a .h5 file, "
-                                "or coco, imagenet, last, none.")
-
     # Configurations. The official data set has CocoConfig's 81 classes;
     # another file has its own categories.
     size = args.image_size
@@ -489,13 +439,14 @@ def run(args):
                          NUM_CLASSES=num_classes if args.annotations else None,
                          IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size,
                          STEPS_PER_EPOCH=args.steps, VALIDATION_STEPS=args.val_steps)
+    weights_path = cli.resolve_weights(args.weights, config, args.logs, COCO_MODEL_PATH)
     config.display()
 
     # Create model
     from mrcnn import model as modellib
     mode = "training" if args.command == "train" else "inference"
     model = modellib.MaskRCNN(mode=mode, config=config, model_dir=args.logs)
-    _load_weights(model, args.model)
+    cli.load_weights(model, weights_path, COCO_MODEL_PATH)
 
     # Train or evaluate
     if args.command == "train":
@@ -511,7 +462,8 @@ def run(args):
 def main(argv=None):
     """Command line entry point. Returns the exit code: 0 done, 2 bad
     input (a one-line message on stderr), 130 interrupted."""
-    return run_command(build_parser(), argv, _check_args, run)
+    cli.show_progress_logs()
+    return cli.run_command(build_parser(), argv, _check_args, run)
 
 
 if __name__ == '__main__':

@@ -70,11 +70,15 @@ def test_configs_are_matterports_unless_asked():
             c.DETECTION_MIN_CONFIDENCE) == ("balloon", 2, 2, 100, 0.9)
     assert c.BACKBONE == "resnet101" and c.IMAGE_MAX_DIM == 1024
     assert balloon.make_config("splash").BATCH_SIZE == 1
-    t = balloon.make_config("train", tiny=True, STEPS_PER_EPOCH=3)
-    assert (t.BACKBONE, t.IMAGE_MAX_DIM, t.STEPS_PER_EPOCH, t.BATCH_SIZE) == (
-        "resnet50", 128, 3, 2)
-    assert list(t.IMAGE_SHAPE) == [128, 128, 3]
-    assert t.DETECTION_MIN_CONFIDENCE == 0.9
+    # --cpu (or its older name --tiny): the package's CPU recipe
+    from mrcnn.graph.small_backbone import small_resnet_graph
+    t = balloon.make_config("train", cpu=True, STEPS_PER_EPOCH=3)
+    assert (t.NAME, t.BACKBONE, t.IMAGE_MAX_DIM, t.STEPS_PER_EPOCH, t.BATCH_SIZE) == (
+        "cpu_balloon", small_resnet_graph, 256, 3, 4)
+    assert list(t.IMAGE_SHAPE) == [256, 256, 3]
+    assert t.TOP_DOWN_PYRAMID_SIZE == 64 and t.NUM_CLASSES == 2
+    assert type(balloon.make_config("train", tiny=True)) is balloon.CpuBalloonConfig
+    assert balloon.make_config("evaluate", cpu=True).BATCH_SIZE == 1
 
 
 def test_load_balloon_reads_the_synthetic_set(synthetic):
@@ -184,6 +188,12 @@ def read_video(path):
     return frames, fps
 
 
+def _block_means(image, k=4):
+    """[H, W, 3] -> [H/k, W/k, 3] means of k x k blocks (H, W multiples of k)."""
+    h, w, c = image.shape
+    return image.astype(float).reshape(h // k, k, w // k, k, c).mean(axis=(1, 3))
+
+
 def test_splash_video_with_a_model(tiny_model, synthetic, tmp_path):
     model, _ = tiny_model
     from mrcnn.datasets.synthetic_balloon import render_balloon_image
@@ -201,8 +211,11 @@ def test_splash_video_with_a_model(tiny_model, synthetic, tmp_path):
     for frame, splashed in zip(decoded, out):
         assert splashed.shape == (48, 72, 3)
         expected = balloon.color_splash(frame, model.detect([frame])[0]["masks"])
-        # Re-encoding costs a few grey levels on average, never the picture.
-        assert np.abs(splashed.astype(int) - expected).mean() < 4
+        # Re-encoding (MJPG) costs a few grey levels on average, more at the
+        # edges of the masks (the random model's masks are ragged), never
+        # the picture: 4x4 block means agree closely.
+        blocks = np.abs(_block_means(splashed) - _block_means(expected))
+        assert blocks.mean() < 3, blocks.mean()
 
 
 def test_command_line_splash_gives_the_models_splash(tiny_model, synthetic, tmp_path):
@@ -342,30 +355,39 @@ def test_script_runs_standalone(tmp_path):
 class _RecordingModel:
     """Stands in for MaskRCNN in _load_weights: records load_weights calls."""
 
-    def __init__(self):
+    def __init__(self, model_dir):
+        self.config = balloon.BalloonConfig()
+        self.model_dir = str(model_dir)
         self.calls = []
 
     def load_weights(self, path, by_name=False, exclude=None):
         self.calls.append((path, by_name, exclude))
-
-    def find_last(self):
-        return "/logs/balloon20240101T0000/mask_rcnn_balloon_0003.h5"
 
 
 def test_weights_choices(tmp_path, monkeypatch):
     coco = tmp_path / "mask_rcnn_coco.h5"
     coco.write_bytes(b"present, so nothing is downloaded")
     monkeypatch.setattr(balloon, "COCO_WEIGHTS_PATH", str(coco))
-    m = _RecordingModel()
+    run = tmp_path / "logs" / "balloon20240101T0000"
+    run.mkdir(parents=True)
+    (run / "mask_rcnn_balloon_0003.h5").write_bytes(b"")
+    # "cpu_balloon" runs are another config's: never picked by "last"
+    (tmp_path / "logs" / "cpu_balloon20250101T0000").mkdir()
+    (tmp_path / "logs" / "cpu_balloon20250101T0000" / "mask_rcnn_cpu_balloon_0009.h5").write_bytes(b"")
+    mine = tmp_path / "my.h5"
+    mine.write_bytes(b"")
+    m = _RecordingModel(tmp_path / "logs")
     assert balloon._load_weights(m, "none") is None
     assert balloon._load_weights(m, "COCO") == str(coco)
-    assert balloon._load_weights(m, "last").endswith("mask_rcnn_balloon_0003.h5")
-    assert balloon._load_weights(m, "/w/my.h5") == "/w/my.h5"
+    assert balloon._load_weights(m, "last") == str(run / "mask_rcnn_balloon_0003.h5")
+    assert balloon._load_weights(m, str(mine)) == str(mine)
     assert m.calls == [
         # The COCO heads have 81 classes: left out, as in Matterport.
         (str(coco), True, ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]),
-        ("/logs/balloon20240101T0000/mask_rcnn_balloon_0003.h5", True, None),
-        ("/w/my.h5", True, None)]
+        (str(run / "mask_rcnn_balloon_0003.h5"), True, None),
+        (str(mine), True, None)]
+    with pytest.raises(FileNotFoundError, match="nowhere.h5"):
+        balloon._load_weights(m, str(tmp_path / "nowhere.h5"))
 
 
 @pytest.mark.slow
@@ -378,7 +400,7 @@ def test_train_one_epoch_then_splash_with_last(synthetic, tmp_path):
     code = run_main(["train", "--dataset", synthetic, "--weights", "none", "--logs", str(logs),
                      "--epochs", "1", "--steps", "2", "--val-steps", "1", *TINY_ARGS])
     assert code == 0
-    [checkpoint] = glob.glob(str(logs / "balloon*" / "mask_rcnn_balloon_0001.h5"))
+    [checkpoint] = glob.glob(str(logs / "cpu_balloon*" / "mask_rcnn_cpu_balloon_0001.h5"))
     src = os.path.join(synthetic, "val", "balloon_val_0000.jpg")
     code = run_main(["splash", "--weights", "last", "--image", src, "--logs", str(logs),
                      "--out", str(tmp_path / "out"), *TINY_ARGS])

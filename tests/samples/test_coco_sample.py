@@ -261,6 +261,7 @@ def test_argument_errors(tiny_coco, capsys):
 class _RecordingModel:
     def __init__(self, num_classes):
         self.config = coco_sample.make_config("evaluate", NUM_CLASSES=num_classes)
+        self.model_dir = "logs"  # where --model=last would look
         self.calls = []
 
     def load_weights(self, path, by_name=False, exclude=None):

@@ -1,6 +1,7 @@
-"""samples/shapes/shapes.py: the command line (train, evaluate, detect, demo) on a
-tiny configuration, the mAP bookkeeping on hand-made detections, and one slow
-test that the CPU configuration really learns the shapes."""
+"""samples/shapes/shapes.py and mrcnn.demo: the command line (train, evaluate,
+detect, demo) on a tiny configuration, and one slow test that the CPU recipe
+really learns the shapes. (The recipe itself: tests/test_recipes.py; the mAP
+bookkeeping: tests/test_evaluation.py.)"""
 import contextlib
 import glob
 import io
@@ -8,14 +9,15 @@ import math
 import os
 import re
 
-import types
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from samples.shapes import shapes, small_backbone
-from samples.shapes.small_backbone import compute_small_backbone_shapes, small_resnet_graph
+import mrcnn.demo
+from mrcnn import checkpoints, evaluation
+from mrcnn import model as modellib
+from mrcnn.graph.small_backbone import compute_small_backbone_shapes, small_resnet_graph
+from samples.shapes import shapes
 
 # The slow learning test: EPOCHS epochs of STEPS steps of 8 images.
 EPOCHS, STEPS = 2, 30
@@ -130,18 +132,19 @@ def test_bad_arguments_are_usage_errors(argv):
 
 
 def test_find_last_does_not_mix_configurations(tmp_path):
-    cpu, matterport = shapes.make_config("cpu"), shapes.make_config("matterport")
+    cpu, matterport = shapes.config_for("cpu"), shapes.config_for("matterport")
     for run, name in [("cpu_shapes20240101T0000", "cpu_shapes_0003"),
                       ("shapes20240101T0000", "shapes_0001"),
                       ("shapes_old20250101T0000", "shapes_old_0009")]:
         (tmp_path / run).mkdir()
         (tmp_path / run / f"mask_rcnn_{name}.h5").write_bytes(b"")
-    assert shapes.find_last(cpu, str(tmp_path)).endswith("mask_rcnn_cpu_shapes_0003.h5")
-    assert shapes.find_last(matterport, str(tmp_path)).endswith("mask_rcnn_shapes_0001.h5")
+    assert checkpoints.find_last(str(tmp_path), cpu.NAME).endswith("mask_rcnn_cpu_shapes_0003.h5")
+    assert checkpoints.find_last(str(tmp_path), matterport.NAME).endswith(
+        "mask_rcnn_shapes_0001.h5")
 
 
 def test_configs():
-    cpu = shapes.make_config("cpu")
+    cpu = shapes.config_for("cpu")
     # The small backbone through Matterport's callable-BACKBONE contract; the
     # staticmethod keeps it a plain function on the instance.
     assert cpu.NAME == "cpu_shapes" and cpu.BACKBONE is small_resnet_graph
@@ -149,161 +152,34 @@ def test_configs():
     assert shapes.backbone_name(cpu) == "small_resnet_graph"
     assert cpu.TOP_DOWN_PYRAMID_SIZE == 64
     assert cpu.BATCH_SIZE == 8 and list(cpu.IMAGE_SHAPE) == [128, 128, 3]
-    # The mask head's output is twice its pooled size.
-    assert list(cpu.MASK_SHAPE) == [2 * cpu.MASK_POOL_SIZE] * 2
-    inference = shapes.make_config("cpu", inference=True, IMAGE_MAX_DIM=64, IMAGE_MIN_DIM=64)
+    inference = shapes.config_for("cpu", inference=True, IMAGE_MAX_DIM=64, IMAGE_MIN_DIM=64)
     assert inference.BATCH_SIZE == 1 and list(inference.IMAGE_SHAPE) == [64, 64, 3]
-    matterport = shapes.make_config("matterport")
+    matterport = shapes.config_for("matterport")
     assert type(matterport) is shapes.ShapesConfig and matterport.BACKBONE == "resnet101"
     with pytest.raises(ValueError, match="Unknown configuration 'gpu'"):
-        shapes.make_config("gpu")
+        shapes.config_for("gpu")
     assert shapes.backbone_name(matterport) == "resnet101"
 
 
-def test_lr_factor_warms_up_then_follows_a_cosine_to_zero():
-    # 100 warm-up steps of 1000: step s < 100 gives (s + 1) / 100, then
-    # 0.5 * (1 + cos(pi * (s - 100) / 900)).
-    assert shapes.lr_factor(0, 1000, 100) == pytest.approx(0.01)
-    assert shapes.lr_factor(49, 1000, 100) == pytest.approx(0.5)
-    assert shapes.lr_factor(99, 1000, 100) == pytest.approx(1.0)
-    assert shapes.lr_factor(100, 1000, 100) == pytest.approx(1.0)
-    assert shapes.lr_factor(550, 1000, 100) == pytest.approx(0.5)
-    assert shapes.lr_factor(775, 1000, 100) == pytest.approx(0.5 * (1 - math.sqrt(0.5)))
-    assert shapes.lr_factor(1000, 1000, 100) == pytest.approx(0.0, abs=1e-12)
-    assert shapes.lr_factor(5000, 1000, 100) == pytest.approx(0.0, abs=1e-12)
-    # No warm-up: the cosine starts at 1.
-    assert shapes.lr_factor(0, 10, 0) == 1.0
-
-
-def test_lr_schedule_sets_the_rate_of_every_step_across_epochs():
-    """The callback counts steps from epoch 0, so a run resumed at epoch 1
-    continues the curve; the rate of each epoch's last step is logged."""
-    optimizer = types.SimpleNamespace(learning_rate=None)
-    callback = shapes.lr_schedule(0.2, total_steps=10, warmup_steps=2, steps_per_epoch=5)
-    callback.set_model(types.SimpleNamespace(optimizer=optimizer))
-    rates = []
-    for epoch in (1, 0):  # a resumed run first, then from the start
-        callback.on_epoch_begin(epoch)
-        for batch in range(5):
-            callback.on_train_batch_begin(batch)
-            rates.append(optimizer.learning_rate)
-        logs = {}
-        callback.on_epoch_end(epoch, logs)
-        assert logs["learning_rate"] == rates[-1]
-    expected = [0.2 * shapes.lr_factor(s, 10, 2) for s in [5, 6, 7, 8, 9, 0, 1, 2, 3, 4]]
-    assert rates == pytest.approx(expected)
-    assert rates[5:8] == pytest.approx([0.1, 0.2, 0.2])  # warm-up, then the top
-
-
-@pytest.mark.parametrize("height, width", [(64, 64), (128, 96)])
-def test_small_backbone_gives_c1_to_c5_at_resnet_strides(height, width):
-    import keras
-
-    image = keras.Input(shape=[height, width, 3])
-    outputs = small_resnet_graph(image, stage5=True, train_bn=None)
-    model = keras.Model(image, outputs)
-    features = model.predict(np.ones((2, height, width, 3), np.float32), verbose=0)
-    w2, w3, w4, w5 = small_backbone.WIDTHS
-    expected = [(2, height // 4, width // 4, w2), (2, height // 4, width // 4, w2),
-                (2, height // 8, width // 8, w3), (2, height // 16, width // 16, w4),
-                (2, height // 32, width // 32, w5)]
-    assert [f.shape for f in features] == expected
-    assert all(np.isfinite(f).all() for f in features)
-    # COMPUTE_BACKBONE_SHAPE: the sizes of C2..C5 and of P6 (C5 / 2, rounded up).
-    shapes_ = compute_small_backbone_shapes((height, width, 3))
-    assert shapes_.tolist() == [[height // s, -(-width // s)] for s in (4, 8, 16, 32, 64)]
-    # stage5=False: no C5, as Matterport's resnet_graph.
-    assert small_resnet_graph(keras.Input(shape=[64, 64, 3]), stage5=False)[4] is None
-
-
-def test_small_backbone_trains_in_the_graph_and_reaches_inference(tmp_path):
-    """The callable BACKBONE in both modes: its layers are part of the
-    training model and learn (weights and batch-norm averages move), and the
-    checkpoint carries them into the inference model by name."""
-    shapes.seed_everything(4)
-    size = dict(IMAGE_MIN_DIM=64, IMAGE_MAX_DIM=64)
-    config = shapes.make_config("cpu", STEPS_PER_EPOCH=2, IMAGES_PER_GPU=2, **size)
-    model = shapes._build("training", config, str(tmp_path))
-    layers = {layer.name: layer for layer in model.keras_model.layers}
-    assert {"stem_conv1", "res2a_conv1", "res3a_short", "res5a_conv2", "bn5a_2"} <= set(layers)
-    before = {name: [w.copy() for w in layers[name].get_weights()]
-              for name in ("stem_conv1", "res5a_conv2", "bn3a_1")}
-    shapes.train(model, shapes.make_dataset(4, config, seed=4), None, epochs=1,
-                 schedule=True, seed=4, verbose=0)
-    for name, weights in before.items():
-        after = layers[name].get_weights()
-        # kernel; or gamma, beta, moving mean, moving variance
-        moved = [not np.allclose(a, b) for a, b in zip(weights, after)]
-        assert all(moved), (name, moved)
-
-    inference = shapes._build("inference", shapes.make_config("cpu", inference=True, **size),
-                              str(tmp_path))
-    inference.load_weights(shapes.find_last(config, str(tmp_path)), by_name=True)
-    for name in ("stem_conv1", "res5a_conv2", "bn3a_1", "fpn_p2", "mrcnn_mask_conv1"):
-        trained = model.keras_model.get_layer(name).get_weights()
-        loaded = inference.keras_model.get_layer(name).get_weights()
-        assert all(np.array_equal(a, b) for a, b in zip(trained, loaded)), name
-
-
-class _FakeModel:
-    """Stands in for MaskRCNN in inference mode: detect() returns what
-    ``answer(image_index)`` gives."""
-
-    def __init__(self, config, answer):
-        self.config, self.answer, self.calls = config, answer, 0
-
-    def detect(self, images):
-        results = [self.answer(self.calls + i) for i in range(len(images))]
-        self.calls += len(images)
-        return results
-
-
-def test_evaluate_scores_perfect_and_empty_detections():
-    config = shapes.make_config("cpu", inference=True)
-    dataset = shapes.make_dataset(5, config, seed=3)
-    truth = [shapes._ground_truth(dataset, config, i) for i in dataset.image_ids]
-
-    def perfect(i):
-        _, class_ids, boxes, masks = truth[i]
-        return {"rois": boxes, "class_ids": class_ids, "masks": masks,
-                "scores": np.linspace(0.99, 0.9, len(class_ids))}
-
-    scores = shapes.evaluate(_FakeModel(config, perfect), dataset, batch_size=2, verbose=0)
-    assert scores["mAP50"] == 1.0 and scores["mAP"] == 1.0
-    assert scores["image_ids"] == list(dataset.image_ids) and len(scores["results"]) == 5
-
-    def nothing(i):
-        return {"rois": np.zeros((0, 4), np.int32), "class_ids": np.zeros(0, np.int32),
-                "masks": np.zeros(config.IMAGE_SHAPE[:2].tolist() + [0], bool),
-                "scores": np.zeros(0, np.float32)}
-
-    scores = shapes.evaluate(_FakeModel(config, nothing), dataset, verbose=0)
-    assert scores["mAP50"] == 0.0 and scores["mAP"] == 0.0
-
-    # Right boxes and masks, wrong classes: no match at any IoU.
-    def wrong_class(i):
-        result = perfect(i)
-        return dict(result, class_ids=result["class_ids"] % 3 + 1)
-
-    assert shapes.evaluate(_FakeModel(config, wrong_class), dataset, verbose=0)["mAP50"] == 0.0
-
-
 def test_validation_images_differ_from_training_images():
-    config = shapes.make_config("cpu")
-    train = shapes.make_dataset(3, config, seed=1)
-    val = shapes.make_dataset(3, config, seed=2)
+    config = shapes.config_for("cpu")
+    train = shapes.make_shapes(3, config, seed=1)
+    val = shapes.make_shapes(3, config, seed=2)
     assert all(not np.array_equal(train.load_image(i), val.load_image(i)) for i in range(3))
-    again = shapes.make_dataset(3, config, seed=1)
+    again = shapes.make_shapes(3, config, seed=1)
     assert all(np.array_equal(train.load_image(i), again.load_image(i)) for i in range(3))
 
 
-def test_module_demo_forwards_to_the_shapes_demo(monkeypatch):
-    import mrcnn.demo
-
+def test_module_demo_runs_the_demo_with_its_options(monkeypatch):
     seen = []
-    monkeypatch.setattr(shapes, "main", lambda argv: seen.append(argv) or 0)
-    assert mrcnn.demo.main(["--seed", "3"]) == 0
-    assert seen == [["demo", "--seed", "3"]]
+    monkeypatch.setattr(mrcnn.demo, "demo", lambda **kwargs: seen.append(kwargs))
+    assert mrcnn.demo.main(["--seed", "3", "--epochs", "2", "--image-size", "64"]) == 0
+    [kwargs] = seen
+    assert kwargs["seed"] == 3 and kwargs["epochs"] == 2
+    assert kwargs["overrides"]["IMAGE_MAX_DIM"] == 64
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(io.StringIO()):
+        mrcnn.demo.main(["--image-size", "100"])
+    assert exc.value.code == 2
 
 
 @pytest.mark.slow
@@ -325,16 +201,16 @@ def test_it_learns_a_small_training_set(tmp_path):
     too few to generalize.
     """
     shapes.seed_everything(3)
-    config = shapes.make_config("cpu", STEPS_PER_EPOCH=STEPS)
-    images = shapes.make_dataset(8, config, seed=3)
-    model = shapes._build("training", config, str(tmp_path))
-    history = shapes.train(model, images, None, epochs=EPOCHS, layers="all",
-                           schedule=True, seed=3, verbose=0)
+    config = shapes.config_for("cpu", STEPS_PER_EPOCH=STEPS)
+    images = shapes.make_shapes(8, config, seed=3)
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    history = shapes.train_recipe(model, images, None, epochs=EPOCHS, layers="all",
+                                  schedule=True, seed=3, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
 
-    inference = shapes._build("inference", shapes.make_config("cpu", inference=True),
-                              str(tmp_path))
-    inference.load_weights(shapes.find_last(config, str(tmp_path)), by_name=True)
-    scores = shapes.evaluate(inference, images, verbose=0)
+    inference = modellib.MaskRCNN("inference", shapes.config_for("cpu", inference=True),
+                                  str(tmp_path))
+    inference.load_weights(model.find_last(), by_name=True)
+    scores = evaluation.evaluate_model(inference, images, coco=False, verbose=0)
     assert scores["mAP50"] >= 0.7, scores["APs"]

@@ -1,6 +1,7 @@
 """A small ResNet-like backbone for training Mask R-CNN from scratch on a CPU.
 
-Plugged in through Matterport's custom-backbone contract: a config sets
+The backbone of the CPU recipe (``mrcnn.recipes.CpuRecipe``), plugged in
+through Matterport's custom-backbone contract: a config sets
 
     BACKBONE = staticmethod(small_resnet_graph)
     COMPUTE_BACKBONE_SHAPE = staticmethod(compute_small_backbone_shapes)
@@ -16,7 +17,7 @@ residual blocks (two 3x3 convs) with few channels: at 128x128 pixels it costs
 about 0.07 GMAC per image, against ~1.3 for ResNet-50. A ResNet-50 is built
 to be fine-tuned from ImageNet or COCO weights; from random weights, on
 three kinds of flat-colored shapes, the small network needs no more steps
-and each step is much cheaper (samples/shapes/README.md has the numbers).
+and each step is much cheaper (README.md and samples/shapes/README.md have the numbers).
 
 Shape shorthand: B batch, H, W input height and width (multiples of 32),
 WIDTHS = (w2, w3, w4, w5) the channels of stages 2..5.
@@ -39,9 +40,11 @@ import math
 
 import numpy as np
 
-# keras (TensorFlow) and mrcnn.graph are imported inside the functions that
-# build layers: shapes.py imports this module at start-up and reports bad
-# command-line arguments before TensorFlow's few seconds of loading.
+# keras (TensorFlow) and mrcnn.layers are imported inside the functions that
+# build layers (a documented lazy import, listed in tests/test_architecture.py):
+# a Config naming this backbone (mrcnn.recipes) stays importable without
+# TensorFlow, so the samples report bad command-line arguments before
+# TensorFlow's few seconds of loading.
 
 __all__ = ["WIDTHS", "BLOCKS", "small_resnet_graph", "compute_small_backbone_shapes"]
 
@@ -54,7 +57,7 @@ def _conv_bn(x, filters, strides, name, bn_name, train_bn, relu=True):
     """3x3 conv (no bias: the BN after it has one) + BatchNorm [+ ReLU]."""
     import keras
 
-    from mrcnn.graph.backbone import BatchNorm
+    from mrcnn.layers.batch_norm import BatchNorm
 
     x = keras.layers.Conv2D(filters, (3, 3), strides=strides, padding="same",
                             use_bias=False, name=name)(x)
@@ -76,7 +79,7 @@ def basic_block(x, filters, stage, block, strides, train_bn):
     """
     import keras
 
-    from mrcnn.graph.backbone import BatchNorm
+    from mrcnn.layers.batch_norm import BatchNorm
 
     base = f"{stage}{block}"
     y = _conv_bn(x, filters, strides, f"res{base}_conv1", f"bn{base}_1", train_bn)
