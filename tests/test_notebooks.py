@@ -86,6 +86,34 @@ def test_committed_outputs_are_from_a_full_run(name):
     assert not re.search(r"^[IWE]\d{4} ", text, re.M), name
 
 
+# What the committed (full-run) notebooks must show: a model that works.
+# "<figure>: 0.xx" lines, each at least the bar (issue 10).
+FULL_RUN_FIGURES = {
+    "train_shapes": {"mAP@0.5": 0.85},
+    "inspect_model": {"mAP@0.5": 0.85, "RPN recall": 0.85},
+    "inspect_balloon_model": {"mAP@0.5": 0.75},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FULL_RUN_FIGURES))
+def test_committed_outputs_show_a_working_model(name):
+    text = _text(_read(NOTEBOOK_DIR / f"{name}.ipynb"))
+    for figure, bar in FULL_RUN_FIGURES[name].items():
+        values = re.findall(rf"^{re.escape(figure)}: ([01]\.\d\d)$", text, re.M)
+        assert len(values) == 1, f"{name}: no single '{figure}: 0.xx' line"
+        assert float(values[0]) >= bar, f"{name}: {figure} {values[0]} < {bar}"
+    if name in ("train_shapes", "inspect_model"):
+        count = re.findall(r"^Evaluated on (\d+) held-out images", text, re.M)
+        assert count and int(count[0]) >= 50, name
+
+
+def test_committed_demo_finds_shapes_without_duplicates():
+    text = _text(_read(NOTEBOOK_DIR / "demo.ipynb"))
+    counts = re.findall(r"^Detections per image: \[([\d, ]+)\]$", text, re.M)
+    assert counts and all(int(n) > 0 for n in counts[0].split(","))
+    assert re.search(r"^Duplicate boxes: 0$", text, re.M)
+
+
 def test_clean_outputs_drops_tensorflow_noise_and_absolute_paths():
     import nbformat
     root = str(run_notebooks.ROOT_DIR)
@@ -123,19 +151,21 @@ def shared_dirs(tmp_path_factory):
 # What each notebook must print beyond running cleanly: the step-by-step cells
 # redo a layer's work with mrcnn.ops and must agree with the layer.
 EXPECTED = {
-    "train_shapes": ["Classes: ['BG', 'square', 'circle', 'triangle']", "mAP @ IoU=50 over 2 images"],
-    "demo": ["mask_rcnn_shapes_0001.h5"],
-    "inspect_data": ["Anchors in Level 0 (P2, stride 4, feature map 16x16): 768",
-                     "Unique ROIs: 32 out of 32"],
-    "inspect_model": ["mask_rcnn_shapes_0001.h5",
+    "train_shapes": ["Classes: ['BG', 'square', 'circle', 'triangle']",
+                     "Evaluated on 2 held-out images", "mAP@0.5: "],
+    "demo": ["mask_rcnn_cpu_shapes_0001.h5", "Duplicate boxes: "],
+    # the recipe's anchors: every second cell of the 16x16 map, 3 ratios
+    "inspect_data": ["Anchors in Level 0 (P2, stride 4, feature map 16x16): 192",
+                     "Unique ROIs: 16 out of 16"],
+    "inspect_model": ["mask_rcnn_cpu_shapes_0001.h5", "RPN recall: ",
                       "generate_proposals == ROI layer: True",
                       "step by step == ROI layer: True",
                       "pyramid_roi_align == roi_align_classifier layer: True",
                       "Same boxes as the mrcnn_detection layer: True",
                       "refine_detections == mrcnn_detection layer: True"],
-    "inspect_weights": ["mask_rcnn_shapes_0001.h5", "WEIGHT NAME"],
+    "inspect_weights": ["mask_rcnn_cpu_shapes_0001.h5", "WEIGHT NAME"],
     "inspect_balloon_data": ["Class Count: 2", "Image shapes: [(64, 128, 3)]"],
-    "inspect_balloon_model": ["training a small model now",
+    "inspect_balloon_model": ["training the model now", "mAP@0.5: ",
                               "refine_detections == mrcnn_detection layer: True"],
 }
 
