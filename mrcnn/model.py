@@ -563,6 +563,16 @@ class MaskRCNN(object):
                                 "scores": scores, "masks": masks})
         return results
 
+    # --- export hook (issue 12): the work is in mrcnn/export.py ---
+    def export(self, path, **kwargs):
+        """Write this inference model as a self-contained SavedModel at ``path``:
+        raw uint8 image in, detect()'s detections out, with resizing, molding,
+        anchors and mask pasting in the graph. See ``mrcnn.export.export_model``
+        for the signatures and options. Returns ``path``."""
+        from mrcnn import export
+        return export.export_model(self, path, **kwargs)
+    # --- end export hook ---
+
     def get_anchors(self, image_shape):
         """Returns anchor pyramid for the given image size.
 
