@@ -41,7 +41,18 @@ N <= M the detections found):
 
 In "square" mode all molded images have one size, so ``serving_batch`` runs
 the network once on the whole batch; in "pad64"/"none" mode the molded size
-depends on the image, and it runs the images one after the other.
+depends on the image, and it runs the images one after the other, as it does
+for a bfloat16 model (so that it gives serving_default's roundings; see
+``per_image_network``).
+
+bfloat16 and shapes: Grappler fuses a convolution with its bias add (one
+bfloat16 rounding instead of two) only when the input shape is fully known.
+detect() traces its network with the molded shape, so in "square" mode the
+export (whose molded shape is static there too) gives detect()'s numbers
+exactly. In "pad64"/"none" mode the molded size is only known at run time:
+the export runs unfused, like detect() once its tf.function has relaxed to
+unknown sizes (from the second molded size on), but unlike detect()'s first
+call, which is within the bfloat16 tolerance of the README, not identical.
 
 The anchors are a constant of the graph when the molded size is fixed
 ("square" mode: exactly ``MaskRCNN.get_anchors``), otherwise they are
@@ -133,6 +144,12 @@ def _build_module(model, batch=True, image_bytes=True):
     args = serving_args(config)
     mode, fixed = args["mode"], args["fixed_size"]
     max_instances = args["max_instances"]
+    # bfloat16: Grappler fuses each convolution with its bias (one bfloat16
+    # rounding instead of two) only when the input shape is fully known, as
+    # in detect()'s calls in square mode. A batch of unknown size would run
+    # unfused and give other bfloat16 roundings than detect() and
+    # serving_default, so serving_batch runs the images one by one there.
+    per_image_network = config.INFERENCE_PRECISION != "float32"
     if fixed is None:
         _check_dynamic_anchors(config, args)
         fixed_anchors = None
@@ -218,8 +235,9 @@ def _build_module(model, batch=True, image_bytes=True):
             image, size = args_
             return image[:size[0], :size[1]]
 
-        if fixed is None:
-            # molded sizes differ per image: one network run per image
+        if fixed is None or per_image_network:
+            # molded sizes differ per image (pad64, none), or bfloat16 (see
+            # below): one network run per image
             return tf.map_fn(lambda a: padded(detect_one(crop(a)), height, width),
                              (images, image_sizes), fn_output_signature=batch_spec)
         meta_size = int(config.IMAGE_META_SIZE)
@@ -281,7 +299,8 @@ def export_model(model, path, batch=True, image_bytes=True, overwrite=False):
     path = os.fspath(path)
     if os.path.exists(os.path.join(path, "saved_model.pb")) and not overwrite:
         raise FileExistsError(f"export: '{path}' already holds a SavedModel; choose another "
-                              f"folder (TF Serving wants <model>/<version>/) or overwrite=True.")
+                              f"folder (TF Serving wants <model>/<version>/) or overwrite=True "
+                              f"(--overwrite).")
     root, signatures, args = _build_module(model, batch=batch, image_bytes=image_bytes)
     tf.saved_model.save(root, path, signatures=signatures)
     info = {

@@ -100,17 +100,20 @@ def resize_bilinear(image, out_height, out_width):
     iy, wy0, wy1 = _axis_weights(shape[0], out_height)
     ix, wx0, wx1 = _axis_weights(shape[1], out_width)
     padded = tf.pad(image, [[1, 1], [1, 1], [0, 0]])
-    row0 = tf.gather(padded, iy, axis=0)          # [oh, W + 2, C]
-    row1 = tf.gather(padded, iy + 1, axis=0)
-    wy0 = wy0[:, None, None]
-    wy1 = wy1[:, None, None]
+    # scipy's loop: t = 0; t += (v * wy) * wx for (y0,x0), (y0,x1), (y1,x0), (y1,x1).
+    # Written so that Grappler cannot reassociate the products (its
+    # arithmetic optimizer turns (v * wy) * wx with broadcast operands into
+    # v * (wy * wx), which changes the last bit and so the uint8 truncation):
+    # each row weight multiplies before the column gather, each column weight
+    # after it, and the four terms have the same shape.
+    rows0 = tf.gather(padded, iy, axis=0) * wy0[:, None, None]       # [oh, W + 2, C]
+    rows1 = tf.gather(padded, iy + 1, axis=0) * wy1[:, None, None]
     wx0 = wx0[None, :, None]
     wx1 = wx1[None, :, None]
-    # scipy's loop: t = 0; t += coeff * wy * wx for (y0,x0), (y0,x1), (y1,x0), (y1,x1)
-    out = (tf.gather(row0, ix, axis=1) * wy0) * wx0
-    out = out + (tf.gather(row0, ix + 1, axis=1) * wy0) * wx1
-    out = out + (tf.gather(row1, ix, axis=1) * wy1) * wx0
-    out = out + (tf.gather(row1, ix + 1, axis=1) * wy1) * wx1
+    out = tf.gather(rows0, ix, axis=1) * wx0
+    out = out + tf.gather(rows0, ix + 1, axis=1) * wx1
+    out = out + tf.gather(rows1, ix, axis=1) * wx0
+    out = out + tf.gather(rows1, ix + 1, axis=1) * wx1
     # skimage's _clip_warp_output(mode="constant", cval=0)
     lo, hi = tf.reduce_min(image), tf.reduce_max(image)
     out_lo, out_hi = tf.reduce_min(out), tf.reduce_max(out)
