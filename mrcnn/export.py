@@ -160,7 +160,8 @@ def _build_module(model, batch=True, image_bytes=True):
     def check_image(image):
         shape = tf.shape(image)
         checks = [tf.debugging.assert_greater_equal(
-            tf.reduce_min(shape[:2]), 2, message="mrcnn export: the image needs at least 2x2 pixels")]
+            tf.reduce_min(shape[:2]), 2,
+            message="mrcnn export: the image needs at least 2x2 pixels")]
         if mode == "none":
             checks.append(tf.debugging.assert_equal(
                 tf.reduce_max(shape[:2] % 64), 0,
@@ -186,7 +187,8 @@ def _build_module(model, batch=True, image_bytes=True):
 
     def network(molded, metas, anchors):
         """[B, MH, MW, 3], [B, META], [A, 4] -> detections [B, M, 6], masks [B, M, S, S, K]."""
-        anchors = tf.broadcast_to(anchors[None], tf.concat([tf.shape(molded)[:1], tf.shape(anchors)], 0))
+        batch_shape = tf.concat([tf.shape(molded)[:1], tf.shape(anchors)], 0)
+        anchors = tf.broadcast_to(anchors[None], batch_shape)
         outputs = keras_model([molded, metas, anchors], training=False)
         return tf.cast(outputs[0], tf.float32), tf.cast(outputs[3], tf.float32)
 
