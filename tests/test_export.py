@@ -200,19 +200,114 @@ def _export_and_compare(tmp_path, tolerance=None, unknown_shape_detect=False, **
     return model, path, images, want
 
 
-def test_float32_export_gives_detects_detections(tmp_path):
+@pytest.fixture(scope="module")
+def float32_export(tmp_path_factory):
+    """(tmp dir, model, export path, images, detect() results), float32 square,
+    compared with detect() through the three signatures."""
+    tmp = tmp_path_factory.mktemp("float32_export")
+    return (tmp,) + _export_and_compare(tmp)
+
+
+def test_float32_export_gives_detects_detections(float32_export):
     """Three sizes (one grayscale repeated to RGB, one with no side a
     multiple of 64), each through serving_default, serving_bytes (PNG) and
     serving_batch (padded batch of the three), against detect()."""
-    model, path, images, want = _export_and_compare(tmp_path)
+    tmp, model, path, images, want = float32_export
     assert sum(len(r["rois"]) for r in want) >= 30
     assert len({int(c) for r in want for c in r["class_ids"]}) >= 2   # several classes
     filled = np.concatenate([r["masks"].sum(axis=(0, 1)) for r in want])
     assert (filled > 0).mean() > 0.5                                 # real masks
-    info = json.loads((tmp_path / "export" / "1" / "assets.extra" / "mrcnn.json").read_text())
+    info = json.loads((tmp / "export" / "1" / "assets.extra" / "mrcnn.json").read_text())
     assert info["serving"]["mode"] == "square" and info["precision"] == "float32"
     with pytest.raises(FileExistsError, match="already holds"):
         model.export(path)
+
+
+def test_export_handles_tiny_images_and_rejects_one_pixel_ones(float32_export):
+    """An image smaller than the smallest anchor molds and detects as in
+    detect(); a 1-pixel-high image is refused with a message."""
+    tmp, model, path, images, want = float32_export
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    tiny = np.full((8, 10, 3), 128, np.uint8)
+    got = {k: v.numpy() for k, v in serve(image=tf.constant(tiny)).items()}
+    assert_agree(model.detect([tiny])[0], got)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 2x2"):
+        serve(image=tf.constant(np.zeros((1, 64, 3), np.uint8)))
+
+
+# TFLite: convert with select TF ops, run in tf.lite.Interpreter, in a
+# process without mrcnn. Prints a JSON line: the outcome and the results.
+TFLITE_RUNNER = r'''
+import json, sys
+for blocked in ("mrcnn", "samples", "tests", "keras"):
+    sys.modules[blocked] = None
+import numpy as np
+import tensorflow as tf
+
+path, data, out = sys.argv[1:4]
+report = {}
+builtins = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serving_default"])
+try:
+    builtins.convert()
+    report["builtins_only"] = "converted"
+except Exception as e:
+    report["builtins_only"] = " ".join(str(e).split())[-600:]
+converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serving_default"])
+converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                       tf.lite.OpsSet.SELECT_TF_OPS]
+blob = converter.convert()
+report["converted_bytes"] = len(blob)
+z = np.load(data)
+res = {}
+try:
+    runner = tf.lite.Interpreter(model_content=blob).get_signature_runner("serving_default")
+    for k in range(len(z.files)):
+        for name, v in runner(image=z[f"img{k}"]).items():
+            res[f"{name}{k}"] = v
+    report["interpreter"] = "ran"
+except RuntimeError as e:
+    report["interpreter"] = " ".join(str(e).split())
+np.savez(out, **res)
+print("REPORT " + json.dumps(report))
+'''
+
+
+def test_tflite_conversion_and_interpreter(float32_export):
+    """The export converts to TFLite with select TF ops. If tf.lite.Interpreter
+    runs it, the results are detect()'s; TensorFlow 2.21's pip interpreter
+    has no Flex delegate, and then the failure must be the one
+    EXPORT_README_DRAFT.md documents."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    tmp, model, path, images, want = float32_export
+    script = tmp / "run_tflite.py"
+    script.write_text(TFLITE_RUNNER)
+    data = tmp / "images.npz"
+    np.savez(data, **{f"img{k}": im for k, im in enumerate(images)})
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run([sys.executable, str(script), str(path), str(data),
+                           str(tmp / "tflite.npz")], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.split("REPORT ", 1)[1])
+    print("\ntflite", report)
+    assert report["converted_bytes"] > 0
+    # Without select TF ops the converter stops (the mask pasting loop and
+    # ROIAlign's CropAndResize have no TFLite builtin).
+    assert report["builtins_only"] != "converted"
+    readme = (pathlib.Path(__file__).parents[1] / "EXPORT_README_DRAFT.md").read_text()
+    if report["interpreter"] == "ran":
+        z = np.load(tmp / "tflite.npz")
+        for k, w in enumerate(want):
+            assert_agree(w, {key: z[f"{key}{k}"] for key in ("rois", "class_ids", "scores",
+                                                               "masks")})
+    else:
+        assert "Make sure you apply/link the Flex delegate before inference" in report["interpreter"]
+        assert "Make sure you apply/link the Flex delegate before inference" in readme
 
 
 def test_bfloat16_export_gives_bfloat16_detects_detections(tmp_path):
@@ -223,6 +318,7 @@ def test_bfloat16_export_gives_bfloat16_detects_detections(tmp_path):
     assert model.keras_model.get_layer("fpn_c5p5").compute_dtype == "bfloat16"
 
 
+@pytest.mark.slow
 def test_bfloat16_pad64_export_gives_unknown_shape_detect(tmp_path):
     """bfloat16, pad64 mode: the molded size is known only at run time, so the
     export's convolutions run unfused from their bias add (Grappler fuses only
