@@ -126,9 +126,10 @@ def _config_class_from_module(module, class_name, where):
         if not (isinstance(cls, type) and issubclass(cls, Config)):
             raise ValueError(f"{where} has no Config subclass named {class_name!r}.")
         return cls
-    own = [v for v in vars(module).values()
-           if isinstance(v, type) and issubclass(v, Config) and v is not Config
-           and v.__module__ == module.__name__]
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, Config) and v is not Config]
+    # the file's own classes; else the ones it imports (from x import MyConfig)
+    own = [v for v in found if v.__module__ == module.__name__] or found
     # a subclass of another one found (e.g. XInferenceConfig(XConfig)) is the one to use
     leaves = [c for c in own if not any(o is not c and issubclass(o, c) for o in own)]
     if len(leaves) == 1:
