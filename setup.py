@@ -38,6 +38,8 @@ setup(
             "psutil",
         ],
     },
+    # issue 12: the `mrcnn` command (predict, export); mrcnn/predict.py
+    entry_points={"console_scripts": ["mrcnn = mrcnn.predict:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Image Recognition",

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn import checkpoints, training, transform, weights
+from mrcnn import checkpoints, export, training, transform, weights
 from mrcnn.arguments import anchor_spec, image_spec
 from mrcnn.config import Config
 # Matterport's public names, re-exported so `modellib.<name>` keeps working.
@@ -387,6 +387,14 @@ class MaskRCNN(object):
                                                meta["original_image_shape"],
                                                [img.shape for img in imgs], meta["window"])
         return results
+
+    def export(self, path, **kwargs) -> str:
+        """Write this inference model as a self-contained SavedModel at ``path``:
+        raw uint8 image in, detect()'s detections out, with resizing, molding,
+        anchors and mask pasting in the graph. See ``mrcnn.export.export_model``
+        for the signatures and options. Returns ``path``."""
+        self._require_inference("export()")
+        return export.export_model(self, path, **kwargs)
 
     def get_anchors(self, image_shape) -> np.ndarray:
         """Returns anchor pyramid for the given image size.
