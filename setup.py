@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["mrcnn", "mrcnn.*"]),
+    package_data={"mrcnn": ["py.typed", "README.md"]},  # type hints (PEP 561), the notes
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",      # 2.16 is the first release on Keras 3

@@ -14,6 +14,7 @@ Conventions:
   the box size, and log of the size ratio.
 """
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -24,7 +25,7 @@ __all__ = ["extract_bboxes", "compute_iou", "compute_overlaps", "compute_overlap
            "norm_boxes", "denorm_boxes"]
 
 
-def extract_bboxes(mask):
+def extract_bboxes(mask: np.ndarray) -> np.ndarray:
     """Compute bounding boxes from masks.
 
     mask: [height, width, num_instances]. Mask pixels are either 1 or 0
@@ -53,7 +54,7 @@ def extract_bboxes(mask):
     return boxes
 
 
-def compute_iou(box, boxes, box_area, boxes_area):
+def compute_iou(box: np.ndarray, boxes: np.ndarray, box_area, boxes_area: np.ndarray) -> np.ndarray:
     """Calculates IoU of the given box with the array of the given boxes.
 
     box: 1D vector [y1, x1, y2, x2]
@@ -90,7 +91,7 @@ def compute_iou(box, boxes, box_area, boxes_area):
 _OVERLAP_CHUNK_ELEMENTS = 1 << 17
 
 
-def compute_overlaps(boxes1, boxes2):
+def compute_overlaps(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """Computes IoU overlaps between two sets of boxes.
 
     boxes1: [N1, (y1, x1, y2, x2)], boxes2: [N2, (y1, x1, y2, x2)]
@@ -146,7 +147,7 @@ def compute_overlaps(boxes1, boxes2):
     return overlaps
 
 
-def compute_overlaps_masks(masks1, masks2):
+def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
     """Computes IoU overlaps between two sets of masks.
 
     masks1: [height, width, N1], masks2: [height, width, N2]; a pixel is
@@ -178,7 +179,7 @@ def compute_overlaps_masks(masks1, masks2):
     return overlaps
 
 
-def non_max_suppression(boxes, scores, threshold):
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Performs non-maximum suppression and returns indices of kept boxes.
 
     boxes: [N, (y1, x1, y2, x2)]. Notice that (y2, x2) lays outside the box.
@@ -233,7 +234,7 @@ def non_max_suppression(boxes, scores, threshold):
 BBOX_LOG_SCALE_CLIP = math.log(1000.0 / 16)
 
 
-def apply_box_deltas(boxes, deltas):
+def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
     """Applies the given deltas to the given boxes.
 
     boxes: [N, (y1, x1, y2, x2)]. Note that (y2, x2) is outside the box.
@@ -264,7 +265,7 @@ def apply_box_deltas(boxes, deltas):
     return np.stack([y1, x1, y2, x2], axis=1)
 
 
-def box_refinement(box, gt_box):
+def box_refinement(box: np.ndarray, gt_box: np.ndarray) -> np.ndarray:
     """Compute refinement needed to transform box to gt_box.
 
     box, gt_box: [N, (y1, x1, y2, x2)]. (y2, x2) is assumed to be outside
@@ -304,7 +305,7 @@ def _height_width(shape, func):
     return h, w
 
 
-def norm_boxes(boxes, shape):
+def norm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Converts boxes from pixel coordinates to normalized coordinates.
 
     boxes: [N, (y1, x1, y2, x2)] in pixel coordinates
@@ -323,7 +324,7 @@ def norm_boxes(boxes, shape):
     return np.divide((np.asarray(boxes) - shift), scale).astype(np.float32)
 
 
-def denorm_boxes(boxes, shape):
+def denorm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Converts boxes from normalized coordinates to pixel coordinates.
 
     boxes: [N, (y1, x1, y2, x2)] in normalized coordinates

@@ -292,7 +292,7 @@ class Config(object):
         names = sorted(a for a in dir(self) if a.isupper() and not a.startswith("_"))
         return [(a, getattr(self, a)) for a in names]
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         """Every UPPER_CASE setting as plain Python values (lists, not arrays).
 
         A callable BACKBONE or COMPUTE_BACKBONE_SHAPE is given by its
@@ -300,7 +300,7 @@ class Config(object):
         """
         return {a: _plain(v) for a, v in self._settings()}
 
-    def display(self):
+    def display(self) -> None:
         """Display Configuration values."""
         print("\nConfigurations:")
         for a, v in self._settings():
@@ -311,7 +311,7 @@ class Config(object):
     # Validation
     # ------------------------------------------------------------------
 
-    def validate(self):
+    def validate(self) -> None:
         """Raise ValueError naming the field and the fix for settings that
         contradict each other. Called by ``__init__``; call it again after
         changing fields on an instance.
@@ -447,7 +447,7 @@ class Config(object):
         if self.TRAIN_BN not in (None, True, False):
             fail("TRAIN_BN", f"must be None, True or False, got {self.TRAIN_BN!r}.")
 
-    def validate_for_training(self):
+    def validate_for_training(self) -> None:
         """Extra checks for mode="training" (called by the model builder)."""
         cls = type(self).__name__
         if self.NUM_CLASSES < 2:

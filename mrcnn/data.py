@@ -31,6 +31,7 @@ Robustness rules (Matterport crashed or silently mis-trained on these):
 """
 import logging
 import random
+from typing import Optional
 
 import numpy as np
 
@@ -209,8 +210,8 @@ def load_ground_truth(dataset, image_id: int, spec: GroundTruthSpec, augmentatio
     return image, image_meta, class_ids, bbox, mask
 
 
-def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=None,
-                  *, augment=False):
+def load_image_gt(dataset, config, image_id: int, augmentation=None,
+                  use_mini_mask: Optional[bool] = None, *, augment: bool = False):
     """Matterport's ``load_image_gt``: :func:`load_ground_truth` with the
     settings of ``config`` (IMAGE_* resize fields, USE_MINI_MASK,
     MINI_MASK_SHAPE, MAX_GT_INSTANCES).

@@ -4,6 +4,8 @@ Subclass it for your data: register classes and images, override
 ``load_mask`` (and ``load_image`` / ``image_reference`` if needed), then call
 ``prepare()``. ``mrcnn.datasets`` has ready ones (shapes, VIA, COCO).
 """
+from typing import Optional, Tuple
+
 import numpy as np
 
 from mrcnn import coco_eval
@@ -21,9 +23,9 @@ class Dataset(object):
         class CatsAndDogsDataset(Dataset):
             def load_cats_and_dogs(self):
                 ...
-            def load_mask(self, image_id):
+            def load_mask(self, image_id: int) -> Tuple[np.ndarray, np.ndarray]:
                 ...
-            def image_reference(self, image_id):
+            def image_reference(self, image_id: int) -> str:
                 ...
 
     See ``mrcnn.datasets`` (shapes, VIA balloons, COCO) for examples.
@@ -42,7 +44,7 @@ class Dataset(object):
 
     image_channel_count = 3
 
-    def __init__(self, class_map=None, image_channel_count=None):
+    def __init__(self, class_map=None, image_channel_count: Optional[int] = None):
         self._image_ids = []
         self.image_info = []
         # Background is always the first class
@@ -51,7 +53,7 @@ class Dataset(object):
         if image_channel_count is not None:
             self.image_channel_count = int(image_channel_count)
 
-    def add_class(self, source, class_id, class_name):
+    def add_class(self, source: str, class_id: int, class_name: str) -> None:
         """Registers class ``class_id`` of ``source`` (a source name must not
         contain a dot). Adding the same (source, class_id) twice is a no-op."""
         if "." in source:
@@ -68,7 +70,7 @@ class Dataset(object):
             "name": class_name,
         })
 
-    def add_image(self, source, image_id, path, **kwargs):
+    def add_image(self, source: str, image_id, path, **kwargs) -> None:
         """Registers an image: ``image_id`` is its id within ``source``,
         ``path`` its file (or URL); extra keyword arguments (e.g. width,
         height, polygons, annotations) are kept in ``image_info``."""
@@ -89,7 +91,7 @@ class Dataset(object):
         """
         return ""
 
-    def prepare(self, class_map=None):
+    def prepare(self, class_map=None) -> None:
         """Prepares the Dataset class for use: builds ``num_classes``,
         ``class_ids``, ``class_names`` (text before the first comma),
         ``num_images``, ``image_ids`` and the source maps
@@ -127,7 +129,7 @@ class Dataset(object):
                 i for i, info in enumerate(self.class_info)
                 if i == 0 or source == info['source']]
 
-    def map_source_class_id(self, source_class_id):
+    def map_source_class_id(self, source_class_id: str) -> int:
         """Takes a source class ID and returns the int class ID assigned to it.
 
         For example:
@@ -135,7 +137,7 @@ class Dataset(object):
         """
         return self.class_from_source_map[source_class_id]
 
-    def get_source_class_id(self, class_id, source):
+    def get_source_class_id(self, class_id: int, source: str):
         """Map an internal class ID to the corresponding class ID in the source dataset."""
         info = self.class_info[class_id]
         if info['source'] != source:
@@ -144,18 +146,18 @@ class Dataset(object):
         return info['id']
 
     @property
-    def image_ids(self):
+    def image_ids(self) -> np.ndarray:
         """Internal image ids, ``np.arange(num_images)`` after ``prepare()``."""
         return self._image_ids
 
-    def source_image_link(self, image_id):
+    def source_image_link(self, image_id: int) -> str:
         """Returns the path or URL to the image.
         Override this to return a URL to the image if it's available online for easy
         debugging.
         """
         return self.image_info[image_id]["path"]
 
-    def load_image(self, image_id):
+    def load_image(self, image_id: int) -> np.ndarray:
         """Load the specified image and return a [H, W, C] uint8 array, C =
         ``self.image_channel_count`` (3: RGB).
 

@@ -21,7 +21,8 @@ class WeightsDownloadError(OSError):
     where to download it by hand and where to put it."""
 
 
-def download_trained_weights(coco_model_path, verbose=1, url=COCO_MODEL_URL, timeout=60):
+def download_trained_weights(coco_model_path, verbose: int = 1, url: str = COCO_MODEL_URL,
+                             timeout: float = 60) -> None:
     """Download COCO trained weights from Releases.
 
     coco_model_path: local path of COCO trained weights (e.g.

@@ -23,7 +23,7 @@ __all__ = ["trim_zeros", "compute_matches", "compute_ap", "compute_ap_range", "c
            "ground_truth", "evaluate_model"]
 
 
-def trim_zeros(x):
+def trim_zeros(x: np.ndarray) -> np.ndarray:
     """It's common to have tensors larger than the available data and
     pad with zeros. This function removes rows that are all zeros.
 
@@ -181,7 +181,7 @@ def compute_ap_range(gt_box, gt_class_id, gt_mask,
     return AP
 
 
-def compute_recall(pred_boxes, gt_boxes, iou):
+def compute_recall(pred_boxes: np.ndarray, gt_boxes: np.ndarray, iou: float):
     """Compute the recall at the given IoU threshold. It's an indication
     of how many GT boxes were found by the given prediction boxes.
 

@@ -3,6 +3,7 @@
 ``Dataset.load_image`` and the samples call it; ``mrcnn.utils`` re-exports it.
 """
 import os
+from typing import Tuple
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def _pil_to_array(img, channels, path):
     return np.concatenate([color, alpha[:, :, None]], axis=2)
 
 
-def read_image(path, channels=3):
+def read_image(path, channels: int = 3) -> np.ndarray:
     """Reads an image file into a uint8 array [height, width, channels].
 
     path: path of any image Pillow can read (JPEG, PNG, TIFF, BMP, GIF,
@@ -197,7 +198,7 @@ def _read_n_channels(path, channels, cause=None):
     return image
 
 
-def read_image_size(path):
+def read_image_size(path) -> Tuple[int, int]:
     """(height, width) of an image as displayed, read from its file header.
 
     Only the header is read (PIL opens lazily). An EXIF orientation that

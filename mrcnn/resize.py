@@ -6,6 +6,7 @@ data pipeline to resize ground truth; ``mrcnn.utils`` re-exports them.
 """
 import random
 import warnings
+from typing import Optional, Sequence
 
 import numpy as np
 import scipy.ndimage
@@ -18,8 +19,9 @@ __all__ = ["resize", "resize_image", "resize_mask", "RESIZE_MODES"]
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 
 
-def resize(image, output_shape, order=1, mode='constant', cval=0, clip=True,
-           preserve_range=False, anti_aliasing=False, anti_aliasing_sigma=None):
+def resize(image: np.ndarray, output_shape: Sequence[int], order: int = 1, mode: str = 'constant',
+           cval: float = 0, clip: bool = True, preserve_range: bool = False,
+           anti_aliasing: bool = False, anti_aliasing_sigma=None) -> np.ndarray:
     """A wrapper for Scikit-Image resize() with Matterport's defaults
     (bilinear, zero padding outside, no anti-aliasing).
 
@@ -76,7 +78,8 @@ def _resize_bilinear(image, output_shape):
     return out
 
 
-def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square"):
+def resize_image(image: np.ndarray, min_dim: Optional[int] = None, max_dim: Optional[int] = None,
+                 min_scale: Optional[float] = None, mode: str = "square"):
     """Resizes an image keeping the aspect ratio unchanged.
 
     image: [H, W, C] array (uint8 usually; the dtype is kept).
@@ -222,7 +225,7 @@ def _zoom_nearest_index(size, scale):
     return np.rint(z).astype(np.intp) - 1
 
 
-def resize_mask(mask, scale, padding, crop=None):
+def resize_mask(mask: np.ndarray, scale: float, padding, crop=None) -> np.ndarray:
     """Resizes a mask using the given scale and padding.
 
     Typically, you get the scale and padding from resize_image() to

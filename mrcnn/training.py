@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import time
+from typing import List, Optional, Sequence
 
 import keras
 
@@ -56,7 +57,7 @@ LAYER_PRESETS = {
 }
 
 
-def resolve_layers(layers):
+def resolve_layers(layers: str) -> str:
     """A preset name ("heads", "3+", "4+", "5+", "all") or a regex -> the regex.
 
     Raises ValueError for something that is neither (e.g. "4" or a bad regex).
@@ -82,8 +83,10 @@ def _is_schedule(learning_rate) -> bool:
     return isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule)
 
 
-def compile_model(keras_model, learning_rate, momentum, gradient_clip_norm=5.0,
-                  optimizer=None, initial_step=0):
+def compile_model(keras_model: keras.Model, learning_rate, momentum: float,
+                  gradient_clip_norm: Optional[float] = 5.0,
+                  optimizer: Optional[keras.optimizers.Optimizer] = None,
+                  initial_step: int = 0) -> keras.Model:
     """Matterport's compile(): SGD with momentum and gradient norm clipping.
 
     keras_model: a MaskRCNNTrainingModel.
@@ -152,7 +155,8 @@ def compile_model(keras_model, learning_rate, momentum, gradient_clip_norm=5.0,
 #  Trainable layers
 ############################################################
 
-def set_trainable(keras_model, layer_regex, verbose=1, indent=0):
+def set_trainable(keras_model: keras.Model, layer_regex: str, verbose: int = 1,
+                  indent: int = 0) -> List[str]:
     """Make the layers whose names fully match ``layer_regex`` trainable and
     freeze all other weight-carrying layers (Matterport's set_trainable).
 
@@ -284,9 +288,12 @@ class ProgressEstimate(keras.callbacks.Callback):
         print(message, flush=True)
 
 
-def train(model, train_dataset, val_dataset, learning_rate, epochs, layers,
-          augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
-          verbose=1, workers=None, use_multiprocessing=False, seed=None, optimizer=None):
+def train(model, train_dataset, val_dataset, learning_rate, epochs: int, layers: str,
+          augmentation=None, custom_callbacks: Optional[Sequence] = None,
+          no_augmentation_sources: Optional[Sequence[str]] = None, verbose: int = 1,
+          workers: Optional[int] = None, use_multiprocessing: bool = False,
+          seed: Optional[int] = None,
+          optimizer: Optional[keras.optimizers.Optimizer] = None) -> keras.callbacks.History:
     """Train the model (Matterport's ``MaskRCNN.train``).
 
     model: the ``MaskRCNN`` object, built in "training" mode.

@@ -166,7 +166,7 @@ def _suggest_exclude(layer_names):
     return "exclude=[" + ", ".join(f'"{n}"' for n in names) + "]"
 
 
-def load_weights(keras_model, filepath, by_name=False, exclude=None,
+def load_weights(keras_model, filepath, by_name: bool = False, exclude=None,
                  skip_mismatch=False, verbose=1):
     """Loads a Keras 2 (Matterport) or Keras 3 HDF5 weight file into a model.
 

@@ -36,6 +36,7 @@ Licensed under the MIT License (Matterport's original is MIT as well).
 """
 
 import copy
+import logging
 import os
 import shutil
 import urllib.error
@@ -51,6 +52,8 @@ from mrcnn.config import Config
 
 __all__ = ["CocoConfig", "CocoDataset", "build_coco_results", "evaluate_coco_results",
            "DEFAULT_DATASET_YEAR", "COCO_STATS_NAMES"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DATASET_YEAR = "2014"
 
@@ -235,7 +238,7 @@ class CocoDataset(utils.Dataset):
             if not os.path.exists(imgZipFile):
                 _download(imgURL, imgZipFile, unpacks_to=imgDir)
             _unzip(imgZipFile, dataDir)
-        print("Will use images in " + imgDir)
+        logger.info("Will use images in %s", imgDir)
 
         # Setup annotations data paths
         annDir = "{}/annotations".format(dataDir)
@@ -261,7 +264,7 @@ class CocoDataset(utils.Dataset):
             if not os.path.exists(annZipFile):
                 _download(annURL, annZipFile, unpacks_to=annFile)
             _unzip(annZipFile, unZipDir)
-        print("Will use annotations in " + annFile)
+        logger.info("Will use annotations in %s", annFile)
 
     def load_mask(self, image_id):
         """Load instance masks for the given image.
@@ -381,7 +384,7 @@ class _DownloadError(ConnectionError):
 
 def _download(url, path, unpacks_to):
     """Fetch url into path via path + '.part', with a clear offline error."""
-    print("Downloading " + url + " to " + path + " ...")
+    logger.info("Downloading %s to %s ...", url, path)
     part = path + ".part"
     try:
         with urllib.request.urlopen(url) as resp, open(part, "wb") as out:
@@ -394,18 +397,18 @@ def _download(url, path, unpacks_to):
             f"elsewhere and put it at {path} (or unpack it so that {unpacks_to} exists), "
             "then run again.") from e
     os.replace(part, path)
-    print("... done downloading.")
+    logger.info("... done downloading.")
 
 
 def _unzip(zip_path, out_dir):
-    print("Unzipping " + zip_path)
+    logger.info("Unzipping %s", zip_path)
     try:
         with zipfile.ZipFile(zip_path, "r") as zip_ref:
             zip_ref.extractall(out_dir)
     except zipfile.BadZipFile as e:
         raise ValueError(f"{zip_path} is not a valid zip file ({e}); delete it and "
                          "download it again.") from None
-    print("... done unzipping")
+    logger.info("... done unzipping")
 
 
 ############################################################
