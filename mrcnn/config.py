@@ -35,6 +35,8 @@ BACKBONES = ("resnet50", "resnet101")
 IMAGE_RESIZE_MODES = RESIZE_MODES
 # Numeric precisions of the inference network.
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
+# Numeric precisions of training (Keras dtype policies; mrcnn/precision.py).
+TRAIN_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # The five losses, in Matterport's order; LOSS_WEIGHTS must name exactly these.
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
               "mrcnn_bbox_loss", "mrcnn_mask_loss")
@@ -59,7 +61,10 @@ class Config(object):
     NAME = None  # Override in sub-classes
 
     # NUMBER OF GPUs to use. When using only a CPU, this needs to be set to 1.
-    # Kept for compatibility: the batch is IMAGES_PER_GPU * GPU_COUNT.
+    # Training with GPU_COUNT > 1 and no tf.distribute strategy given trains
+    # data-parallel with MirroredStrategy over that many visible GPUs (an
+    # error if fewer are visible); the global batch is IMAGES_PER_GPU *
+    # GPU_COUNT. See mrcnn/distribute.py.
     GPU_COUNT = 1
 
     # Number of images to train with on each GPU. A 12GB GPU can typically
@@ -262,6 +267,22 @@ class Config(object):
     #         on recent GPUs; detections move slightly (see README).
     INFERENCE_PRECISION = "float32"
 
+    # Numeric precision of training (not in Matterport; mrcnn/precision.py).
+    #     "float32": exact, as Matterport.
+    #     "mixed_float16": float16 compute, float32 weights, dynamic loss
+    #         scaling; for GPUs (slow on CPUs).
+    #     "mixed_bfloat16": bfloat16 compute, float32 weights; for TPUs and
+    #         CPUs with AVX-512 BF16 / AMX.
+    # Output layers, losses, proposals and ROI targets stay float32, and
+    # checkpoints are float32 in every precision.
+    TRAIN_PRECISION = "float32"
+
+    # With several replicas (tf.distribute), BatchNorm layers that use batch
+    # statistics (TRAIN_BN True or None) compute them over the global batch
+    # (synchronized across replicas), so a step equals the single-device
+    # step. False: each replica normalizes with its own slice's statistics.
+    SYNC_BATCH_NORM = True
+
     def __init__(self):
         """Set values of computed attributes and check the settings."""
         # Effective batch size
@@ -442,6 +463,11 @@ class Config(object):
         if self.INFERENCE_PRECISION not in INFERENCE_PRECISIONS:
             fail("INFERENCE_PRECISION", f"unknown precision {self.INFERENCE_PRECISION!r}; "
                  f"use one of {', '.join(INFERENCE_PRECISIONS)}.")
+        if self.TRAIN_PRECISION not in TRAIN_PRECISIONS:
+            fail("TRAIN_PRECISION", f"unknown precision {self.TRAIN_PRECISION!r}; "
+                 f"use one of {', '.join(TRAIN_PRECISIONS)}.")
+        if self.SYNC_BATCH_NORM not in (True, False):
+            fail("SYNC_BATCH_NORM", f"must be True or False, got {self.SYNC_BATCH_NORM!r}.")
         if not 0.0 <= float(self.BATCH_NORM_MOMENTUM) < 1.0:
             fail("BATCH_NORM_MOMENTUM", f"must be in [0, 1), got {self.BATCH_NORM_MOMENTUM!r}.")
         if self.TRAIN_BN not in (None, True, False):

@@ -23,9 +23,9 @@ class Dataset(object):
         class CatsAndDogsDataset(Dataset):
             def load_cats_and_dogs(self):
                 ...
-            def load_mask(self, image_id: int) -> Tuple[np.ndarray, np.ndarray]:
+            def load_mask(self, image_id):
                 ...
-            def image_reference(self, image_id: int) -> str:
+            def image_reference(self, image_id):
                 ...
 
     See ``mrcnn.datasets`` (shapes, VIA balloons, COCO) for examples.
@@ -82,7 +82,7 @@ class Dataset(object):
         image_info.update(kwargs)
         self.image_info.append(image_info)
 
-    def image_reference(self, image_id):
+    def image_reference(self, image_id: int) -> str:
         """Return a link to the image in its source Website or details about
         the image that help looking it up or debugging it.
 
@@ -175,7 +175,7 @@ class Dataset(object):
         except ImageReadError as e:
             raise ImageReadError(f"Image id {image_id}: {e}") from e
 
-    def load_mask(self, image_id):
+    def load_mask(self, image_id: int) -> Tuple[np.ndarray, np.ndarray]:
         """Load instance masks for the given image.
 
         Different datasets use different ways to store masks. Override this

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn import checkpoints, export, training, transform, weights
+from mrcnn import checkpoints, distribute, export, precision, training, transform, weights
 from mrcnn.arguments import anchor_spec, image_spec
 from mrcnn.config import Config
 # Matterport's public names, re-exported so `modellib.<name>` keeps working.
@@ -42,7 +42,7 @@ from mrcnn.graph.build import build_inference_model, compute_backbone_shapes  # 
 from mrcnn.graph.fpn import fpn_graph  # noqa: F401
 from mrcnn.graph.heads import build_fpn_mask_graph, fpn_classifier_graph  # noqa: F401
 from mrcnn.graph.rpn import build_rpn_model, rpn_graph  # noqa: F401
-from mrcnn.graph.training_graph import build_training_model
+from mrcnn.graph.training_graph import build_training_model  # noqa: F401
 from mrcnn.layers import (DetectionLayer, DetectionTargetLayer, ProposalLayer,  # noqa: F401
                           PyramidROIAlign)
 from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401
@@ -95,11 +95,15 @@ class MaskRCNN(object):
     The actual Keras model is in the keras_model property.
     """
 
-    def __init__(self, mode: str, config: Config, model_dir: str):
+    def __init__(self, mode: str, config: Config, model_dir: str, strategy=None):
         """
         mode: Either "training" or "inference"
         config: A Sub-class of the Config class
         model_dir: Directory to save training logs and trained weights
+        strategy: Optional tf.distribute.Strategy to train with (training
+            mode). Building the model inside ``with strategy.scope():`` does
+            the same; GPU_COUNT > 1 without a strategy means MirroredStrategy
+            over GPU_COUNT GPUs (mrcnn/distribute.py).
         """
         if mode not in ("training", "inference"):
             raise ValueError(f"MaskRCNN: mode must be 'training' or 'inference', got {mode!r}.")
@@ -116,6 +120,9 @@ class MaskRCNN(object):
         self.image_spec = image_spec(config)
         self.anchor_spec = anchor_spec(config)
         self._predict_fn = None
+        # The tf.distribute strategy of training (None: one device).
+        self.strategy = (distribute.resolve_strategy(config, strategy)
+                         if mode == "training" else None)
         self.set_log_dir()
         self.keras_model = self.build(mode=mode, config=config)
 
@@ -125,7 +132,13 @@ class MaskRCNN(object):
                 outputs of the model differ accordingly.
         """
         if mode == "training":
-            return build_training_model(config)
+            # Built in the strategy's scope (mirrored weights) and in
+            # TRAIN_PRECISION's dtype policy (mrcnn/distribute.py, precision.py).
+            strategy = getattr(self, "strategy", None)
+            with distribute.scope(strategy):
+                keras_model = precision.build_training_model(config)
+            distribute.configure_batch_norm(keras_model, strategy, config.SYNC_BATCH_NORM)
+            return keras_model
         if config.INFERENCE_PRECISION == "bfloat16":
             # Pure bfloat16 layers: weights stored in bfloat16 (half the
             # memory, and no float32 -> bfloat16 copy of every weight at

@@ -2,12 +2,14 @@
 
 :class:`ClippedMomentumSGD` is Matterport's optimizer (SGD with momentum and
 per-tensor gradient norm clipping), done by one fused TensorFlow kernel per
-weight.
+weight; :class:`KerasPathClippedSGD` is the same update through Keras' own
+SGD ops, the fallback under a tf.distribute strategy the fused kernel was not
+tested with (``distribute.make_optimizer``).
 """
 import keras
 import tensorflow as tf
 
-__all__ = ["ClippedMomentumSGD"]
+__all__ = ["ClippedMomentumSGD", "KerasPathClippedSGD"]
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")
@@ -64,3 +66,17 @@ class ClippedMomentumSGD(keras.optimizers.SGD):
         config = super().get_config()
         config["clip_norm"] = self.clip_norm
         return config
+
+
+@keras.saving.register_keras_serializable(package="mrcnn")
+class KerasPathClippedSGD(ClippedMomentumSGD):
+    """``ClippedMomentumSGD`` without the fused kernel: per-tensor
+    ``tf.clip_by_norm`` then Keras' SGD ``update_step``. Clipping happens
+    in ``update_step``, after the replicas' gradients are summed (unlike
+    ``keras.optimizers.SGD(clipnorm=...)``, which clips each replica's
+    partial gradient before the all-reduce)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.clip_norm is not None:
+            gradient = tf.clip_by_norm(gradient, self.clip_norm)
+        return keras.optimizers.SGD.update_step(self, gradient, variable, learning_rate)

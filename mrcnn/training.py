@@ -30,8 +30,9 @@ from typing import List, Optional, Sequence
 
 import keras
 
-from mrcnn import weights
+from mrcnn import distribute, precision, weights
 from mrcnn.arguments import pipeline_spec
+from mrcnn.distribute_data import data_sequence, fit_inputs
 from mrcnn.config import LOSS_NAMES
 from mrcnn.graph.training_model import MaskRCNNTrainingModel
 from mrcnn.optimizers import ClippedMomentumSGD
@@ -115,16 +116,11 @@ def compile_model(keras_model: keras.Model, learning_rate, momentum: float,
     if not isinstance(keras_model, MaskRCNNTrainingModel):
         raise TypeError("compile_model() needs the training model "
                         "(MaskRCNN(mode='training', ...).keras_model).")
-    if optimizer is not None:
-        if not isinstance(optimizer, keras.optimizers.Optimizer):
-            raise TypeError(f"compile_model(optimizer=...) needs a keras.optimizers.Optimizer "
-                            f"instance, got {type(optimizer).__name__}.")
-        optimizer.iterations.assign(int(initial_step))
-        keras_model.compile(optimizer=optimizer, jit_compile=False)
-        keras_model._mrcnn_compile_key = None
-        return keras_model
+    if optimizer is not None and not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"compile_model(optimizer=...) needs a keras.optimizers.Optimizer "
+                        f"instance, got {type(optimizer).__name__}.")
     schedule = _is_schedule(learning_rate)
-    if not schedule:
+    if not schedule and optimizer is None:
         learning_rate = float(learning_rate)
     clipnorm = None if gradient_clip_norm is None else float(gradient_clip_norm)
     # A schedule cannot replace a float learning rate in place (nor the
@@ -133,21 +129,24 @@ def compile_model(keras_model: keras.Model, learning_rate, momentum: float,
     key = (tuple(id(v) for v in keras_model.trainable_variables), float(momentum), clipnorm,
            lr_kind)
     current = getattr(keras_model, "optimizer", None)
-    if current is not None and getattr(keras_model, "_mrcnn_compile_key", None) == key:
-        lr = current._learning_rate
-        for v in current.variables:
-            if v is not lr:
-                v.assign(keras.ops.zeros(v.shape, v.dtype))  # iterations, momentums
-        if not schedule:
-            current.learning_rate = learning_rate
-        current.iterations.assign(int(initial_step))
-        return keras_model
-    optimizer = ClippedMomentumSGD(learning_rate=learning_rate, momentum=float(momentum),
-                                   clip_norm=clipnorm)
-    optimizer.iterations.assign(int(initial_step))
-    # No XLA: NMS, crop_and_resize and the dynamic sampling do not compile.
-    keras_model.compile(optimizer=optimizer, jit_compile=False)
-    keras_model._mrcnn_compile_key = key
+    # The optimizer is made and built in the model's tf.distribute scope,
+    # fused or not as the strategy allows, loss-scaled for float16
+    # (mrcnn.distribute.make_optimizer, mrcnn.precision).
+    with keras_model.distribute_strategy.scope():
+        if (optimizer is None and current is not None
+                and getattr(keras_model, "_mrcnn_compile_key", None) == key):
+            precision.reset_optimizer(current, learning_rate, initial_step)
+            return keras_model
+        if optimizer is None:
+            optimizer = distribute.make_optimizer(keras_model, learning_rate, momentum, clipnorm)
+            keras_model._mrcnn_compile_key = key
+        else:
+            keras_model._mrcnn_compile_key = None
+        optimizer = precision.wrap_optimizer(optimizer, keras_model)
+        # No XLA: NMS, crop_and_resize and the dynamic sampling do not compile.
+        keras_model.compile(optimizer=optimizer, jit_compile=False)
+        optimizer.build(keras_model.trainable_variables)
+        optimizer.iterations.assign(int(initial_step))
     return keras_model
 
 
@@ -337,22 +336,35 @@ def train(model, train_dataset, val_dataset, learning_rate, epochs: int, layers:
     workers = _default_workers() if workers is None else int(workers)
     # Config -> plain arguments of the data pipeline, once for both sequences.
     spec = pipeline_spec(config)
+    # Under a tf.distribute strategy: the global batch (IMAGES_PER_GPU per
+    # replica), this worker's share of it, one data seed for all workers, and
+    # files written by the chief only (mrcnn.distribute, distribute_data).
+    strategy = distribute.model_strategy(model)
+    batch_size = distribute.global_batch_size(config, strategy)
+    seed = distribute.common_seed(strategy, seed)
+    chief = distribute.is_chief(strategy)
 
-    train_seq = DataSequence(train_dataset, spec, shuffle=True, augmentation=augmentation,
-                             no_augmentation_sources=no_augmentation_sources,
-                             steps=spec.steps, seed=seed, workers=workers,
-                             use_multiprocessing=use_multiprocessing)
+    train_seq = data_sequence(strategy, train_dataset, spec, shuffle=True,
+                              augmentation=augmentation,
+                              no_augmentation_sources=no_augmentation_sources,
+                              steps=spec.steps, seed=seed, workers=workers,
+                              use_multiprocessing=use_multiprocessing, batch_size=batch_size)
     train_seq.epoch = model.epoch
     val_seq = None
     if val_dataset is not None:
-        val_seq = DataSequence(val_dataset, spec, shuffle=True,
-                               steps=config.VALIDATION_STEPS, seed=seed, workers=workers,
-                               use_multiprocessing=use_multiprocessing)
+        val_seq = data_sequence(strategy, val_dataset, spec, shuffle=True,
+                                steps=config.VALIDATION_STEPS, seed=seed, workers=workers,
+                                use_multiprocessing=use_multiprocessing, batch_size=batch_size)
 
-    os.makedirs(model.log_dir, exist_ok=True)
-    callbacks = [_loss_logger(model.log_dir), Checkpoint(model.checkpoint_path, verbose=0)]
-    if verbose:
-        callbacks.append(ProgressEstimate(model.epoch, epochs, spec.steps))
+    inputs, callbacks = fit_inputs(strategy, model.keras_model, train_seq, val_seq,
+                                   model.epoch, workers=workers)
+    if chief:
+        os.makedirs(model.log_dir, exist_ok=True)
+        callbacks += [_loss_logger(model.log_dir), Checkpoint(model.checkpoint_path, verbose=0)]
+        if verbose:
+            callbacks.append(ProgressEstimate(model.epoch, epochs, spec.steps))
+    else:
+        verbose = 0
     if custom_callbacks:
         callbacks += list(custom_callbacks)
 
@@ -373,11 +385,12 @@ def train(model, train_dataset, val_dataset, learning_rate, epochs: int, layers:
                        "to do (epochs is the final epoch number, not a count).",
                        epochs, model.epoch)
     history = model.keras_model.fit(
-        train_seq,
+        # x, validation_data (+ steps with several workers); DataSequence
+        # shuffles, fit's shuffle would reorder its batches again
+        **inputs, shuffle=False,
         initial_epoch=model.epoch,
         epochs=epochs,
         callbacks=callbacks,
-        validation_data=val_seq,
         verbose=verbose,
     )
     model.epoch = max(model.epoch, epochs)

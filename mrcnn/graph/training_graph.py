@@ -154,7 +154,9 @@ def training_graph(args: Dict[str, Dict[str, Any]]) -> MaskRCNNTrainingModel:
     mask_targets = FirstRows(P, name="positive_mask_targets")(target_mask)
     mask_class_ids = FirstRows(P, name="positive_class_ids")(target_class_ids)
 
-    output_rois = keras.layers.Identity(name="output_rois")(rois)
+    # float32 under a mixed TRAIN_PRECISION too (an Identity takes the
+    # global dtype policy and would cast the ROIs to float16/bfloat16)
+    output_rois = keras.layers.Identity(name="output_rois", dtype="float32")(rois)
 
     # Losses, each a scalar output named after the loss
     loss_inputs = {

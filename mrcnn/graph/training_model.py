@@ -8,6 +8,7 @@ which is how Matterport did it).
 import keras
 import tensorflow as tf
 
+from mrcnn import distribute
 from mrcnn.config import LOSS_NAMES
 
 __all__ = ["MaskRCNNTrainingModel", "LOSS_NAMES"]
@@ -79,20 +80,35 @@ class MaskRCNNTrainingModel(keras.Model):
     def _update_trackers(self, losses):
         for name, value in losses.items():
             self._trackers[name].update_state(value)
-        return {name: t.result() for name, t in self._trackers.items()}
+        # shapes fit can reduce under MultiWorkerMirroredStrategy
+        return distribute.step_logs({name: t.result() for name, t in self._trackers.items()})
 
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             outputs = self(x, training=True)
             losses = self.compute_losses(outputs)
+            # 1/num_replicas of the total per tf.distribute replica (the
+            # optimizer sums the replicas' gradients) and the float16 loss
+            # scale (identity otherwise): mrcnn.distribute, mrcnn.precision.
+            loss = self.optimizer.scale_loss(distribute.replica_loss(losses["loss"]))
         variables = self.trainable_variables
-        grads = tape.gradient(losses["loss"], variables)
+        grads = tape.gradient(loss, variables)
+        # every replica skips a step whose gradients overflowed, or none does
+        grads = distribute.agree_on_nonfinite(self.optimizer, grads)
         # Weights that do not reach any loss (none in Mask R-CNN, but a
         # custom backbone may have some) get no gradient.
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         return self._update_trackers(losses)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy Keras would reduce the first batch across replicas
+        # (fails on the bool masks) to build what is built already
+        # (mrcnn.distribute.skip_symbolic_build).
+        if distribute.skip_symbolic_build(self):
+            return None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -7,6 +7,8 @@ every backbone conv/BatchNorm pair this way).
 import keras
 import tensorflow as tf
 
+from mrcnn.distribute import sync_moments
+
 __all__ = ["BatchNorm", "FoldedConv2D", "pair_conv_bn"]
 
 
@@ -81,6 +83,14 @@ class BatchNorm(keras.layers.BatchNormalization):
         if self.train_bn is not None:
             training = self.train_bn
         return super().call(inputs, training=training, mask=mask)
+
+    def _moments(self, inputs, mask):
+        # Statistics synchronized across tf.distribute replicas
+        # (Config.SYNC_BATCH_NORM) in two passes, not Keras' one-pass
+        # E[x^2] - E[x]^2, which loses digits in float32 (mrcnn.distribute).
+        if self.synchronized and mask is None:
+            return sync_moments(inputs, self._reduction_axes)
+        return super()._moments(inputs, mask)
 
     def _fused_pays(self, inputs, training):
         """Whether a frozen call should use one FusedBatchNormV3 op

@@ -2,7 +2,7 @@
 import keras
 import tensorflow as tf
 
-from mrcnn import losses
+from mrcnn import distribute, losses
 from mrcnn.config import LOSS_NAMES
 
 __all__ = ["LossOutput"]
@@ -36,8 +36,10 @@ class LossOutput(keras.layers.Layer):
 
     def call(self, inputs):
         fn = getattr(losses, self.loss + "_graph")
-        loss = fn(*inputs)
-        return tf.reshape(tf.cast(loss, tf.float32), [])
+        loss = tf.reshape(tf.cast(fn(*inputs), tf.float32), [])
+        # With several tf.distribute replicas: normalized by the term count of
+        # the global batch, not the replica's (distribute.globally_normalized).
+        return distribute.globally_normalized(self.loss, loss, inputs)
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor((), dtype="float32")
