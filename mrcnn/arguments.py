@@ -36,6 +36,10 @@ def _optional_int(value) -> Optional[int]:
     return None if value is None else int(value)
 
 
+def _optional_float(value) -> Optional[float]:
+    return None if value is None else float(value)
+
+
 ############################################################
 #  Images and anchors
 ############################################################
@@ -93,7 +97,8 @@ def layer_args(config) -> Dict[str, Dict[str, Any]]:
       (fpn_classifier_graph)
     * ``mask``: pool_size, num_classes, train_bn (build_fpn_mask_graph)
     * ``detection``: bbox_std_dev, detection_min_confidence,
-      detection_max_instances, detection_nms_threshold (DetectionLayer)
+      detection_max_instances, detection_nms_threshold,
+      detection_cross_class_nms_threshold (DetectionLayer)
     * ``anchors``: the Anchors layer of the training graph (image_shape,
       scales, ratios, backbone_shapes, strides, anchor_stride)
     * ``targets``: DetectionTargetLayer (train_rois_per_image,
@@ -131,7 +136,9 @@ def layer_args(config) -> Dict[str, Dict[str, Any]]:
         "detection": {"bbox_std_dev": _floats(config.BBOX_STD_DEV),
                       "detection_min_confidence": float(config.DETECTION_MIN_CONFIDENCE),
                       "detection_max_instances": int(config.DETECTION_MAX_INSTANCES),
-                      "detection_nms_threshold": float(config.DETECTION_NMS_THRESHOLD)},
+                      "detection_nms_threshold": float(config.DETECTION_NMS_THRESHOLD),
+                      "detection_cross_class_nms_threshold": _optional_float(
+                          getattr(config, "DETECTION_CROSS_CLASS_NMS_THRESHOLD", None))},
         "anchors": {"image_shape": image_shape[:2], "scales": anchors.scales,
                     "ratios": anchors.ratios,
                     "backbone_shapes": tuple(tuple(int(v) for v in s)

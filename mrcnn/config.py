@@ -214,6 +214,12 @@ class Config(object):
     # Non-maximum suppression threshold for detection
     DETECTION_NMS_THRESHOLD = 0.3
 
+    # Not in Matterport: None keeps Matterport's NMS within each class only;
+    # a float adds a class-agnostic NMS at that IoU after it, so an object
+    # seen as two classes (a "square" and a "circle" on one shape) keeps only
+    # its best-scoring detection.
+    DETECTION_CROSS_CLASS_NMS_THRESHOLD = None
+
     # Learning rate and momentum
     # The Mask RCNN paper uses lr=0.02, but on TensorFlow it causes
     # weights to explode. Likely due to differences in optimizer
@@ -391,6 +397,10 @@ class Config(object):
                  f"ratios, got {list(self.RPN_ANCHOR_RATIOS)}.")
 
         # Thresholds and ratios in [0, 1]
+        if self.DETECTION_CROSS_CLASS_NMS_THRESHOLD is not None and not (
+                0.0 <= float(self.DETECTION_CROSS_CLASS_NMS_THRESHOLD) <= 1.0):
+            fail("DETECTION_CROSS_CLASS_NMS_THRESHOLD", f"must be None or between 0 and 1, got "
+                 f"{self.DETECTION_CROSS_CLASS_NMS_THRESHOLD!r}.")
         for field in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE",
                       "DETECTION_NMS_THRESHOLD", "ROI_POSITIVE_RATIO"):
             v = getattr(self, field)

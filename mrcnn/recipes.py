@@ -98,6 +98,12 @@ class CpuRecipe(Config):
     # after the correct ones does not lower it.
     DETECTION_MIN_CONFIDENCE = 0.3
 
+    # One box per object: a class-agnostic NMS after the per-class one drops
+    # the lower-scoring of two detections of different classes with IoU >
+    # 0.5 (a model trained in minutes sometimes sees one shape as two kinds;
+    # Config.DETECTION_CROSS_CLASS_NMS_THRESHOLD).
+    DETECTION_CROSS_CLASS_NMS_THRESHOLD = 0.5
+
 
 class CpuShapesConfig(CpuRecipe, ShapesConfig):
     """The CPU recipe on the synthetic shapes (``make demo``, the notebooks):

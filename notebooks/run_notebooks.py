@@ -145,12 +145,13 @@ def run(names=NOTEBOOKS, mode="small", logs_dir=None, data_dir=None, output_dir=
             data_dir = ROOT_DIR / "output" / "notebook_data" if mode == "full" else scratch() / "data"
         if output_dir is None:
             output_dir = NOTEBOOK_DIR if mode == "full" else scratch() / "executed"
+        # Kernels run in notebooks/: relative folders mean the caller's cwd.
+        logs_dir, data_dir, output_dir = (Path(p).resolve() for p in (logs_dir, data_dir, output_dir))
         times = {}
         for name in names:
             if verbose:
                 print(f"{name} ({mode}) ...", flush=True)
-            times[name] = execute(name, mode, Path(logs_dir), Path(data_dir),
-                                  Path(output_dir) / f"{name}.ipynb")
+            times[name] = execute(name, mode, logs_dir, data_dir, output_dir / f"{name}.ipynb")
             if verbose:
                 print(f"{name}: {times[name]:.0f} s", flush=True)
         if verbose:

@@ -138,6 +138,18 @@ def test_unknown_mode_or_notebook_is_refused():
         run_notebooks.run(["nope"], mode="small")
 
 
+def test_relative_folders_mean_the_callers_cwd(tmp_path, monkeypatch):
+    # Kernels start in notebooks/, so `make notebooks --logs output/...` must
+    # reach them as absolute paths under the caller's folder.
+    seen = []
+    monkeypatch.setattr(run_notebooks, "execute", lambda *args: seen.append(args) or 0.0)
+    monkeypatch.chdir(tmp_path)
+    run_notebooks.run(["demo"], mode="small", logs_dir="out/logs", data_dir="out/data",
+                      output_dir="out/nb", verbose=False)
+    (_, _, logs, data, out), = seen
+    assert (logs, data, out) == (tmp_path / "out/logs", tmp_path / "out/data", tmp_path / "out/nb/demo.ipynb")
+
+
 # ----------------------------------------------------------------------------
 # Execution, small mode (slow)
 # ----------------------------------------------------------------------------

@@ -27,6 +27,9 @@ class DetectionLayer(keras.layers.Layer):
             (``DETECTION_MAX_INSTANCES``).
         detection_nms_threshold: per-class NMS IoU threshold
             (``DETECTION_NMS_THRESHOLD``).
+        detection_cross_class_nms_threshold: None (Matterport), or the IoU
+            threshold of a class-agnostic NMS after the per-class one
+            (``DETECTION_CROSS_CLASS_NMS_THRESHOLD``; ops.refine_detections).
         config: accepted only so that Matterport's
             ``DetectionLayer(config, name="mrcnn_detection")`` keeps working
             (a Config passed positionally, in place of ``bbox_std_dev``, is
@@ -52,6 +55,7 @@ class DetectionLayer(keras.layers.Layer):
         detection_max_instances=100,
         detection_nms_threshold=0.3,
         config=None,
+        detection_cross_class_nms_threshold=None,
         **kwargs,
     ):
         # Box arithmetic must stay float32 even under a mixed-precision policy.
@@ -65,10 +69,15 @@ class DetectionLayer(keras.layers.Layer):
             detection_min_confidence = config.DETECTION_MIN_CONFIDENCE
             detection_max_instances = config.DETECTION_MAX_INSTANCES
             detection_nms_threshold = config.DETECTION_NMS_THRESHOLD
+            detection_cross_class_nms_threshold = getattr(
+                config, "DETECTION_CROSS_CLASS_NMS_THRESHOLD", None)
         self.bbox_std_dev = tuple(float(v) for v in bbox_std_dev)
         self.detection_min_confidence = float(detection_min_confidence)
         self.detection_max_instances = int(detection_max_instances)
         self.detection_nms_threshold = float(detection_nms_threshold)
+        self.detection_cross_class_nms_threshold = (
+            None if detection_cross_class_nms_threshold is None
+            else float(detection_cross_class_nms_threshold))
         if len(self.bbox_std_dev) != 4:
             raise ValueError(f"bbox_std_dev must have 4 values, got {bbox_std_dev}.")
         if self.detection_max_instances < 1:
@@ -89,6 +98,7 @@ class DetectionLayer(keras.layers.Layer):
             min_confidence=self.detection_min_confidence,
             max_instances=self.detection_max_instances,
             nms_threshold=self.detection_nms_threshold,
+            cross_class_nms_threshold=self.detection_cross_class_nms_threshold,
         )
 
     def compute_output_spec(self, inputs):
@@ -103,6 +113,7 @@ class DetectionLayer(keras.layers.Layer):
                 "detection_min_confidence": self.detection_min_confidence,
                 "detection_max_instances": self.detection_max_instances,
                 "detection_nms_threshold": self.detection_nms_threshold,
+                "detection_cross_class_nms_threshold": self.detection_cross_class_nms_threshold,
             }
         )
         return config

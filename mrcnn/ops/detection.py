@@ -72,6 +72,25 @@ def _per_class_nms_mask(boxes, scores, class_ids, num_classes, candidates, max_i
     )
 
 
+def _class_agnostic_nms_mask(boxes, scores, candidates, max_instances, nms_threshold):
+    """[B, N] bool: the candidates that survive one NMS over all classes.
+
+    boxes [B, N, 4], scores [B, N] float32, candidates [B, N] bool; boxes
+    that are not candidates score -inf, which NMS skips.
+    """
+    neg_inf = tf.constant(float("-inf"), tf.float32)
+    ranked = tf.where(candidates, scores, neg_inf)
+    num_boxes = tf.shape(boxes)[1]
+
+    def one_image(args):
+        image_boxes, image_scores = args
+        keep = tf.image.non_max_suppression(image_boxes, image_scores, max_instances,
+                                            iou_threshold=float(nms_threshold))
+        return tf.scatter_nd(keep[:, None], tf.ones_like(keep, tf.bool), [num_boxes])
+
+    return tf.map_fn(one_image, (boxes, ranked), fn_output_signature=tf.TensorSpec([None], tf.bool))
+
+
 def refine_detections(
     rois,
     probs,
@@ -81,6 +100,7 @@ def refine_detections(
     min_confidence=0.7,
     max_instances=100,
     nms_threshold=0.3,
+    cross_class_nms_threshold=None,
 ):
     """Refines classified ROIs into the final, NMS-filtered detections of each image.
 
@@ -97,6 +117,11 @@ def refine_detections(
     max_instances: D, detections per image (``DETECTION_MAX_INSTANCES``); also
         the per-class NMS output limit.
     nms_threshold: per-class NMS IoU threshold (``DETECTION_NMS_THRESHOLD``).
+    cross_class_nms_threshold: None (Matterport: NMS within each class only),
+        or an IoU threshold of a second, class-agnostic NMS over the per-class
+        survivors: of two detections of different classes overlapping more
+        than this, the lower-scoring one is dropped (one box per object;
+        ``DETECTION_CROSS_CLASS_NMS_THRESHOLD``).
 
     Returns: [B, D, (y1, x1, y2, x2, class_id, score)] float32, normalized
     boxes, score descending (ties: lower ROI index first), zero rows after
@@ -128,6 +153,9 @@ def refine_detections(
         refined_rois, class_scores, class_ids, tf.shape(probs)[-1], candidates, max_instances, nms_threshold
     )
     survivors = tf.logical_and(survivors, candidates)
+    if cross_class_nms_threshold is not None:
+        survivors = tf.logical_and(survivors, _class_agnostic_nms_mask(
+            refined_rois, class_scores, survivors, max_instances, cross_class_nms_threshold))
 
     # Top D survivors by score; dropped ROIs sink to -inf and are zeroed below.
     ranked = tf.where(survivors, class_scores, tf.constant(float("-inf"), tf.float32))

@@ -53,6 +53,7 @@ def test_matterport_constructor_reads_config_and_does_not_keep_it(g1):
         assert "config" not in cfg
         assert cfg["detection_max_instances"] == 5 and cfg["detection_min_confidence"] == 0.7
         assert cfg["detection_nms_threshold"] == 0.3 and cfg["bbox_std_dev"] == [0.1, 0.1, 0.2, 0.2]
+        assert cfg["detection_cross_class_nms_threshold"] is None
         np.testing.assert_allclose(layer(_detlayer_inputs(g1)).numpy(), g1["detlayer_out_B"], rtol=0, atol=1e-6)
 
 
@@ -61,3 +62,26 @@ def test_constructor_validation():
         DetectionLayer(bbox_std_dev=(0.1,))
     with pytest.raises(ValueError, match="detection_max_instances"):
         DetectionLayer(detection_max_instances=0)
+
+
+def test_cross_class_nms_threshold_from_config_and_round_trip():
+    from mrcnn.arguments import layer_args
+    from mrcnn.recipes import CpuShapesConfig
+
+    args = layer_args(CpuShapesConfig())["detection"]
+    assert args["detection_cross_class_nms_threshold"] == 0.5
+    layer = DetectionLayer(**args, name="mrcnn_detection")
+    clone = DetectionLayer.from_config(layer.get_config())
+    assert clone.detection_cross_class_nms_threshold == 0.5
+
+    class Plain(Config):
+        NAME = "plain"
+
+    assert layer_args(Plain())["detection"]["detection_cross_class_nms_threshold"] is None
+
+    class Bad(Config):
+        NAME = "bad"
+        DETECTION_CROSS_CLASS_NMS_THRESHOLD = 1.5
+
+    with pytest.raises(ValueError, match="DETECTION_CROSS_CLASS_NMS_THRESHOLD"):
+        Bad()

@@ -119,3 +119,23 @@ def test_all_background_or_no_rois_gives_zero_rows():
     empty = refine_detections(np.zeros((1, 0, 4), np.float32), np.zeros((1, 0, 4), np.float32),
                               np.zeros((1, 0, 4, 4), np.float32), WINDOW, max_instances=5)
     assert empty.shape == (1, 5, 6) and not empty.numpy().any()
+
+
+def test_cross_class_nms():
+    # R0 (class 1, 0.9) and R2 (class 2, 0.85) overlap: intersection
+    # 0.19 * 0.18 = 0.0342, union 0.04 + 0.04 - 0.0342 = 0.0458, IoU 0.747.
+    np.testing.assert_allclose(_run(cross_class_nms_threshold=None)[0], [R0, R2, R4, ZERO], rtol=0, atol=1e-6)
+    # Above 0.5 the lower-scoring R2 goes, R4 (no overlap) moves up.
+    np.testing.assert_allclose(_run(cross_class_nms_threshold=0.5)[0], [R0, R4, ZERO, ZERO], rtol=0, atol=1e-6)
+    # 0.75 is just above their IoU: both stay.
+    np.testing.assert_allclose(_run(cross_class_nms_threshold=0.75)[0], [R0, R2, R4, ZERO], rtol=0, atol=1e-6)
+    # Batched, traced: each image has its own agnostic NMS.
+    windows = np.array([WINDOW, WINDOW], np.float32)
+    run = tf.function(lambda r, p, d: refine_detections(
+        r, p, d, windows, min_confidence=0.0, max_instances=4, nms_threshold=0.3,
+        cross_class_nms_threshold=0.5))
+    probs2 = PROBS.copy()
+    probs2[0] = [0.9, 0.05, 0.05]  # image 2: r0 is background, so R2 survives
+    out = run(np.stack([ROIS, ROIS]), np.stack([PROBS, probs2]), np.stack([DELTAS, DELTAS])).numpy()
+    np.testing.assert_allclose(out[0], [R0, R4, ZERO, ZERO], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[1], [R2, R4, ZERO, ZERO], rtol=0, atol=1e-6)
