@@ -88,9 +88,14 @@ def test_committed_outputs_are_from_a_full_run(name):
 
 # What the committed (full-run) notebooks must show: a model that works.
 # "<figure>: 0.xx" lines, each at least the bar (issue 10).
+# The bars a committed full run must clear: a working model, well above the
+# barely trained ones the notebooks showed before the recipe (shapes mAP@0.5
+# about 0.3). Measured in full runs: shapes 0.85 and 0.96 (run-to-run
+# variance of training on 2 threads; 0.85 with the recipe's cross-class NMS,
+# 0.88 without it on the same model), RPN recall 0.99-1.00, balloons 1.00.
 FULL_RUN_FIGURES = {
-    "train_shapes": {"mAP@0.5": 0.85},
-    "inspect_model": {"mAP@0.5": 0.85, "RPN recall": 0.85},
+    "train_shapes": {"mAP@0.5": 0.8},
+    "inspect_model": {"mAP@0.5": 0.8, "RPN recall": 0.9},
     "inspect_balloon_model": {"mAP@0.5": 0.75},
 }
 
