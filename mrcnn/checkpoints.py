@@ -22,14 +22,30 @@ __all__ = ["run_folder_pattern", "find_last", "log_dir_for", "parse_checkpoint_p
 logger = logging.getLogger(__name__)
 
 # A checkpoint path: .../<name><date>T<time>/mask_rcnn_<name>_<epoch>.h5
+# Any NAME without a path separator (Matterport's "[\w-]+" missed names such
+# as "Experiment 3", whose runs then restarted at epoch 0).
 _CHECKPOINT_PATH = re.compile(
-    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+(\d{4})\.h5")
+    r".*[/\\][^/\\]*?(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
+    r"mask_rcnn_[^/\\]*?(\d{4})\.h5$")
+
+
+def _checked_name(name) -> str:
+    """Config.NAME lower-cased, or ValueError saying what to set."""
+    if name is None:
+        raise ValueError(
+            "Config.NAME is None: give your Config subclass a NAME (e.g. NAME = \"balloon\"); "
+            "it names the run folder <model_dir>/<name><YYYYMMDDTHHMM> and the checkpoints "
+            "mask_rcnn_<name>_<epoch>.h5.")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "/\\\0"):
+        raise ValueError(f"Config.NAME must be a non-empty string without path separators "
+                         f"(it names the run folder and the checkpoints), got {name!r}.")
+    return name.lower()
 
 
 def run_folder_pattern(name: str) -> "re.Pattern":
     """The run folders of a config NAME: exactly ``<name><YYYYMMDDTHHMM>``,
     so the runs of "shapes" and "cpu_shapes" (or "shapes2") never mix."""
-    return re.compile(re.escape(name.lower()) + r"\d{8}T\d{4}$")
+    return re.compile(re.escape(_checked_name(name)) + r"\d{8}T\d{4}$")
 
 
 def find_last(model_dir: str, name: str) -> str:
@@ -39,7 +55,7 @@ def find_last(model_dir: str, name: str) -> str:
     the newest folder holding a ``mask_rcnn_<name>_*.h5`` file wins.
     Raises FileNotFoundError saying what to do when there is none.
     """
-    key = name.lower()
+    key = _checked_name(name)
     pattern = run_folder_pattern(key)
     runs = []
     if os.path.isdir(model_dir):
@@ -94,7 +110,7 @@ def log_dir_for(model_dir: str, name: str, model_path=None):
         # has index (file epoch - 1) + 1.
         now, epoch = parsed
         logger.info("Re-starting from epoch %d", epoch)
-    key = name.lower()
+    key = _checked_name(name)
     log_dir = os.path.join(model_dir, "{}{:%Y%m%dT%H%M}".format(key, now))
     checkpoint_path = os.path.join(log_dir, f"mask_rcnn_{key}_{{epoch:04d}}.h5")
     return log_dir, checkpoint_path, epoch
