@@ -22,6 +22,11 @@ return_coco, auto_download)``, ``load_mask``, ``annToRLE``/``annToMask``,
   ``.part`` file first (Matterport left a broken zip and an empty folder
   that stopped later retries), and offline raises ConnectionError naming the
   URL and where to put the file by hand.
+* Annotation ids that are 0, negative or repeated (several annotation tools
+  write them) are renumbered when the file is read, and image or category
+  ids 0 are scored under ids of our own by ``evaluate_coco_results``, with
+  one warning: pycocotools reads id 0 as "no match", so perfect detections
+  scored below AP 1.0. Results keep the file's image and category ids.
 * ``evaluate_coco_results(dataset, coco, results)`` runs COCOeval on
   detections already converted with ``build_coco_results``, for "bbox" and
   "segm", prints the standard table and returns the stats; the model-running
@@ -35,7 +40,10 @@ and COCO category ids map to contiguous class ids and back
 Licensed under the MIT License (Matterport's original is MIT as well).
 """
 
+import contextlib
 import copy
+import io
+import json
 import os
 import shutil
 import urllib.error
@@ -45,6 +53,7 @@ import zipfile
 
 import numpy as np
 
+from mrcnn import coco_eval as coco_ids  # (a local "coco_eval" is COCOeval below)
 from mrcnn import utils
 from mrcnn.image_io import read_image_size
 from mrcnn.config import Config
@@ -164,13 +173,7 @@ class CocoDataset(utils.Dataset):
                 f"COCO image folder not found: {image_dir}. Put the images of {ann_path} "
                 "there, or pass image_dir=<folder of the images>.")
 
-        try:
-            coco = COCO(ann_path)
-        except (ValueError, UnicodeDecodeError) as e:  # json errors are ValueErrors
-            raise ValueError(f"{ann_path} is not a valid COCO annotation file: {e}") from None
-        except (AssertionError, TypeError, KeyError) as e:
-            raise ValueError(f"{ann_path} is not in COCO format (expected an object with "
-                             f"'images', 'annotations', 'categories'): {e!r}") from None
+        coco = _read_coco(COCO, ann_path)
 
         # Load all classes or a subset?
         if not class_ids:
@@ -375,6 +378,34 @@ class CocoDataset(utils.Dataset):
         return mask_utils.decode(rle)
 
 
+def _read_coco(COCO, ann_path):
+    """pycocotools' COCO object of a file, its annotation ids made unique
+    and >= 1 (``coco_eval.safe_coco_ids``; one warning lists every id
+    problem of the file, image and category ids 0 included, which
+    evaluate_coco_results handles)."""
+    try:
+        with open(ann_path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # json errors are ValueErrors
+        raise ValueError(f"{ann_path} is not a valid COCO annotation file: {e}") from None
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(k, []), list) for k in ("images", "annotations", "categories")):
+        raise ValueError(f"{ann_path} is not in COCO format (expected an object with "
+                         f"'images', 'annotations', 'categories' lists).")
+    _, _, problems = coco_ids.safe_coco_ids(data, where=ann_path)
+    data, _, _ = coco_ids.safe_coco_ids(data, where=ann_path, images_and_categories=False)
+    coco = COCO()
+    coco.dataset = data
+    try:
+        coco.createIndex()
+    except (AssertionError, TypeError, KeyError) as e:
+        raise ValueError(f"{ann_path} is not in COCO format (expected an object with "
+                         f"'images', 'annotations', 'categories'): {e!r}") from None
+    coco_ids.warn_id_problems(ann_path, problems)
+    coco.mrcnn_ids_warned = bool(problems)
+    return coco
+
+
 class _DownloadError(ConnectionError):
     pass
 
@@ -482,6 +513,19 @@ def evaluate_coco_results(dataset, coco, results, eval_types=("bbox", "segm"), i
     if stray:
         raise ValueError(f"evaluate_coco_results: results for image ids {stray[:10]} that "
                          "the COCO ground truth does not have")
+    # Ids 0 (or repeated annotation ids): scored under ids of our own, the
+    # results translated; see coco_eval.safe_coco_ids.
+    safe, maps, problems = coco_ids.safe_coco_ids(coco.dataset, "evaluate_coco_results")
+    if problems and not getattr(coco, "mrcnn_ids_warned", False):
+        coco_ids.warn_id_problems("evaluate_coco_results", problems)
+        coco.mrcnn_ids_warned = True
+    if safe is not coco.dataset:
+        coco = COCO()
+        coco.dataset = safe
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress prints
+            coco.createIndex()
+        results = coco_ids.results_to_safe_ids(results, maps)
+        coco_image_ids = [maps.get("image", {}).get(i, i) for i in coco_image_ids]
 
     stats = {}
     for eval_type in eval_types:
