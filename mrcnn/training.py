@@ -136,10 +136,8 @@ def compile_model(keras_model, learning_rate, momentum, gradient_clip_norm=5.0,
            lr_kind)
     current = getattr(keras_model, "optimizer", None)
     if current is not None and getattr(keras_model, "_mrcnn_compile_key", None) == key:
-        lr = current._learning_rate
-        for v in current.variables:
-            if v is not lr:
-                v.assign(keras.ops.zeros(v.shape, v.dtype))  # iterations, momentums
+        for v in getattr(current, "momentums", []):   # SGD's public buffers
+            v.assign(keras.ops.zeros(v.shape, v.dtype))
         if not schedule:
             current.learning_rate = learning_rate
         current.iterations.assign(int(initial_step))
