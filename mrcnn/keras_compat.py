@@ -30,6 +30,12 @@ __all__ = ["momentum_slot_handle", "output_layer_names", "call_has_training_arg"
 
 logger = logging.getLogger(__name__)
 
+# The internal names (module attributes, so a test can play a Keras release
+# that renamed one).
+VARIABLE_INDEX = "_get_variable_index"
+KERAS_HISTORY = "_keras_history"
+CALL_HAS_TRAINING_ARG = "_call_has_training_arg"
+
 # what fell back, and why (also logged once each)
 _FALLBACKS = {}
 
@@ -49,7 +55,7 @@ def momentum_slot_handle(optimizer, variable) -> Optional[object]:
     """The resource handle of ``variable``'s momentum buffer in a Keras SGD
     optimizer, or None (logged once) when this Keras does not expose it the
     way the fused kernel needs."""
-    index_of = getattr(optimizer, "_get_variable_index", None)
+    index_of = getattr(optimizer, VARIABLE_INDEX, None)
     if index_of is None:
         _fallback("optimizer._get_variable_index",
                   "keras.optimizers.Optimizer has no _get_variable_index in this Keras "
@@ -70,7 +76,7 @@ def momentum_slot_handle(optimizer, variable) -> Optional[object]:
 def output_layer_names(model) -> List[str]:
     """The name of the layer that produces each output of a functional model."""
     try:
-        return [t._keras_history.operation.name for t in model.outputs]
+        return [getattr(t, KERAS_HISTORY).operation.name for t in model.outputs]
     except AttributeError as e:
         _fallback("tensor._keras_history",
                   f"KerasTensor._keras_history is gone in this Keras version ({e}); the "
@@ -80,7 +86,7 @@ def output_layer_names(model) -> List[str]:
 
 def call_has_training_arg(layer) -> bool:
     """Whether ``layer.call`` takes a ``training`` argument."""
-    value = getattr(layer, "_call_has_training_arg", None)
+    value = getattr(layer, CALL_HAS_TRAINING_ARG, None)
     if isinstance(value, bool):
         return value
     _fallback("layer._call_has_training_arg",
