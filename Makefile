@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 
 .PHONY: venv demo test test-fast bench notebooks clean
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"

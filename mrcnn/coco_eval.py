@@ -14,21 +14,34 @@ internal class ids (1..NUM_CLASSES-1; 0 is the background, never a
 category), annotation ids count from 1. The dataset's own ids are kept in
 ``"source_id"`` / ``"source"`` fields for reference.
 
+The same rule for COCO files of the user's (:func:`safe_coco_ids`): several
+annotation tools number annotations (and images, categories) from 0, or
+write the same id twice. ``CocoDataset.load_coco`` renumbers such annotations
+as it reads the file (pycocotools indexes annotations by id, so duplicates
+would silently become copies of one annotation), and ``coco_evaluate`` /
+``datasets.coco.evaluate_coco_results`` move image and category ids that are
+0 (or negative) to positive ones on a copy, translating the results the same
+way, so that perfect detections score AP 1.0. One warning is logged; results
+files (``build_coco_results``) keep the user's image and category ids.
+
 Crowd regions (negative class ids, COCO's ``iscrowd``) become ``iscrowd: 1``
 annotations: detections on them are neither true nor false positives.
 """
 import contextlib
 import copy
 import io
+import logging
 import warnings
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from mrcnn.boxes import extract_bboxes
 
 __all__ = ["COCO_STATS_NAMES", "dataset_to_coco", "detections_to_coco", "coco_evaluate",
-           "pycocotools"]
+           "pycocotools", "safe_coco_ids", "results_to_safe_ids", "warn_id_problems"]
+
+logger = logging.getLogger(__name__)
 
 # What COCOeval.stats holds, in order (bbox and segm).
 COCO_STATS_NAMES = (
@@ -46,6 +59,114 @@ def pycocotools():
     except ImportError as e:
         raise ImportError("COCO evaluation needs pycocotools: pip install pycocotools") from e
     return COCO, COCOeval, mask_utils
+
+
+############################################################
+#  Ids pycocotools can score
+############################################################
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _shift(items: list, kind: str, where: str) -> Tuple[Dict, Optional[str]]:
+    """{old id: new id} moving the ids of images or categories to >= 1
+    (every id + (1 - min id)), or {} when they are all >= 1 already."""
+    ids = [item.get("id") for item in items]
+    seen, dup = set(), []
+    for i in ids:
+        if i in seen:
+            dup.append(i)
+        seen.add(i)
+    if dup:
+        raise ValueError(f"{where}: {kind} ids {sorted(set(dup), key=str)[:10]} appear more "
+                         f"than once; every {kind} needs its own id.")
+    ints = [i for i in ids if _is_int(i)]
+    if len(ints) != len(ids) or not ints or min(ints) >= 1:
+        return {}, None
+    offset = 1 - int(min(ints))
+    zero = [i for i in ints if i <= 0]
+    return ({i: int(i) + offset for i in ints},
+            f"{kind} id{'s' if len(zero) > 1 else ''} {sorted(zero)[:5]} (all {kind} ids "
+            f"moved up by {offset})")
+
+
+def safe_coco_ids(ground_truth: dict, where: str = "COCO ground truth",
+                  images_and_categories: bool = True) -> Tuple[dict, Dict[str, Dict], List[str]]:
+    """A COCO annotation dict whose ids pycocotools scores correctly.
+
+    pycocotools' COCOeval marks a match with the matched annotation's id,
+    so id 0 reads as "unmatched", and ``COCO.createIndex`` keeps one
+    annotation per id.
+
+    ground_truth: a COCO dict ("images", "annotations", "categories").
+    where: names the file in errors and warnings.
+    images_and_categories: also move image and category ids <= 0 up
+        (False: only annotations are renumbered, as when loading).
+    Returns (dict, maps, problems): the input itself when nothing is wrong,
+    else a copy where annotations with an id that is not an int >= 1, or
+    not unique, are renumbered 1..n in file order, and image / category
+    ids <= 0 are shifted so the smallest is 1 (``maps["image"]``,
+    ``maps["category"]``: {user id: internal id}, for the results);
+    ``problems`` describes what was changed (empty when nothing was).
+    Raises ValueError naming the file for duplicate image or category ids.
+    """
+    images = list(ground_truth.get("images") or [])
+    categories = list(ground_truth.get("categories") or [])
+    annotations = list(ground_truth.get("annotations") or [])
+    maps, problems = {}, []
+    for kind, items in (("image", images), ("category", categories)):
+        mapping, problem = _shift(items, kind, where)
+        if mapping and images_and_categories:
+            maps[kind] = mapping
+            problems.append(problem)
+    ann_ids = [a.get("id") for a in annotations]
+    bad = [i for i in ann_ids if not _is_int(i) or i < 1]
+    renumber = bool(bad) or len(set(map(str, ann_ids))) != len(ann_ids)
+    if renumber:
+        what = []
+        if bad:
+            what.append(f"{len(bad)} annotation id(s) that are not >= 1 (e.g. {bad[:3]})")
+        if len(set(map(str, ann_ids))) != len(ann_ids):
+            what.append(f"{len(ann_ids) - len(set(map(str, ann_ids)))} repeated annotation id(s)")
+        problems.append(" and ".join(what) + " (annotations renumbered 1..n)")
+    if not problems:
+        return ground_truth, {}, []
+    out = dict(ground_truth)
+    image_map, category_map = maps.get("image", {}), maps.get("category", {})
+    out["images"] = [dict(im, id=image_map.get(im.get("id"), im.get("id"))) for im in images]
+    out["categories"] = [dict(c, id=category_map.get(c.get("id"), c.get("id")))
+                         for c in categories]
+    new_anns = []
+    for k, a in enumerate(annotations):
+        a = dict(a)
+        if renumber:
+            a["id"] = k + 1
+        a["image_id"] = image_map.get(a.get("image_id"), a.get("image_id"))
+        a["category_id"] = category_map.get(a.get("category_id"), a.get("category_id"))
+        new_anns.append(a)
+    out["annotations"] = new_anns
+    return out, maps, problems
+
+
+def results_to_safe_ids(results: Sequence[dict], maps: Dict[str, Dict]) -> List[dict]:
+    """COCO results in the user's ids -> the ids of ``safe_coco_ids``
+    (copies; the input is not modified)."""
+    image_map, category_map = maps.get("image", {}), maps.get("category", {})
+    if not image_map and not category_map:
+        return list(results)
+    return [dict(r, image_id=image_map.get(r["image_id"], r["image_id"]),
+                 category_id=category_map.get(r["category_id"], r["category_id"]))
+            for r in results]
+
+
+def warn_id_problems(where: str, problems: Sequence[str]) -> None:
+    """The one warning about ids pycocotools cannot use."""
+    if problems:
+        logger.warning(
+            "%s: %s. pycocotools uses id 0 for \"no match\" (and one annotation per id), so "
+            "mrcnn uses its own ids for loading and scoring; results files keep your image "
+            "and category ids.", where, "; ".join(problems))
 
 
 def _rle(mask: np.ndarray) -> dict:
@@ -141,6 +262,9 @@ def coco_evaluate(ground_truth: dict, results: List[dict], eval_types=("bbox", "
     for t in eval_types:
         if t not in ("bbox", "segm"):
             raise ValueError(f"coco_evaluate: eval type {t!r} is not 'bbox' or 'segm'")
+    ground_truth, maps, problems = safe_coco_ids(ground_truth)
+    warn_id_problems("coco_evaluate", problems)
+    results = results_to_safe_ids(results, maps)
     gt = COCO()
     gt.dataset = copy.deepcopy(ground_truth)
     with _quiet():

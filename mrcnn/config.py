@@ -18,6 +18,16 @@ What this version adds:
 * ``to_dict()`` returns every setting as plain Python values (JSON-ready).
 * ``BACKBONE`` may be a callable, as in Matterport; then
   ``COMPUTE_BACKBONE_SHAPE`` must be set too.
+* The derived fields ``BATCH_SIZE``, ``IMAGE_SHAPE`` and ``IMAGE_META_SIZE``
+  are properties computed from the current values (``DERIVED_FIELDS``), so
+  ``config.IMAGES_PER_GPU = 1`` on an instance updates ``BATCH_SIZE``
+  (Matterport computed them once in ``__init__`` and left them stale).
+  Assigning a derived field on an instance pins it (an explicit override;
+  ``del`` unpins it); setting one in a class body to another value than the
+  computed one is a ValueError naming the fields to set instead.
+* ``NAME``: None (the base class) is allowed for a Config, but creating a
+  ``MaskRCNN`` with it raises ValueError naming the field (it names the run
+  folder and the checkpoints); a NAME with a path separator is refused.
 
 Licensed under the MIT License (Matterport's original is MIT as well).
 """
@@ -44,6 +54,11 @@ LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss",
 # shapes samples exclude exactly these when starting from the 81-class COCO
 # file (mrcnn_bbox is a weightless Reshape; listing it is harmless and familiar).
 HEAD_LAYERS = ("mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask")
+# Fields computed from the others (Config properties), and what they follow.
+DERIVED_FIELDS = {"BATCH_SIZE": "IMAGES_PER_GPU * GPU_COUNT",
+                  "IMAGE_SHAPE": "IMAGE_MAX_DIM (IMAGE_MIN_DIM in 'crop' mode) and "
+                                 "IMAGE_CHANNEL_COUNT",
+                  "IMAGE_META_SIZE": "NUM_CLASSES"}
 
 
 # Base Configuration Class
@@ -290,23 +305,69 @@ class Config(object):
     SYNC_BATCH_NORM = True
 
     def __init__(self):
-        """Set values of computed attributes and check the settings."""
-        # Effective batch size
-        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
-
-        # Input image size
-        if self.IMAGE_RESIZE_MODE == "crop":
-            self.IMAGE_SHAPE = np.array([self.IMAGE_MIN_DIM, self.IMAGE_MIN_DIM,
-                                         self.IMAGE_CHANNEL_COUNT])
-        else:
-            self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM,
-                                         self.IMAGE_CHANNEL_COUNT])
-
-        # Image meta data length
-        # See compose_image_meta() for details
-        self.IMAGE_META_SIZE = image_meta_size(self.NUM_CLASSES)
-
+        """Check the settings (``validate()``). The derived fields
+        (``BATCH_SIZE``, ``IMAGE_SHAPE``, ``IMAGE_META_SIZE``) are properties
+        computed from the current values (see ``DERIVED_FIELDS``)."""
         self.validate()
+
+    # ------------------------------------------------------------------
+    # Derived fields
+    # ------------------------------------------------------------------
+    # Matterport set these once in __init__, so changing IMAGES_PER_GPU (or
+    # IMAGE_MAX_DIM, NUM_CLASSES) on an instance left them stale. Here they
+    # are computed on every read. Assigning one on an instance pins it
+    # (an explicit override, e.g. ``config.BATCH_SIZE = 1``, honoured as
+    # Matterport honoured it); ``del config.BATCH_SIZE`` unpins it. Setting
+    # one in a class body is refused by validate() unless it equals the
+    # computed value (Matterport silently overwrote it).
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in DERIVED_FIELDS:
+            value = cls.__dict__.get(name)
+            if name in cls.__dict__ and not isinstance(value, property):
+                # Keep the property; remember the class value for validate().
+                delattr(cls, name)
+                cls._class_derived = {**getattr(cls, "_class_derived", {}), name: value}
+
+    def _derived(self, name, compute):
+        pinned = self.__dict__.get("_pinned_derived", {})
+        return pinned[name] if name in pinned else compute()
+
+    def _pin(self, name, value):
+        self.__dict__.setdefault("_pinned_derived", {})[name] = value
+
+    def _unpin(self, name):
+        self.__dict__.get("_pinned_derived", {}).pop(name, None)
+
+    def _batch_size(self):
+        return self.IMAGES_PER_GPU * self.GPU_COUNT
+
+    def _image_shape(self):
+        side = self.IMAGE_MIN_DIM if self.IMAGE_RESIZE_MODE == "crop" else self.IMAGE_MAX_DIM
+        return np.array([side, side, self.IMAGE_CHANNEL_COUNT])
+
+    def _image_meta_size(self):
+        # See compose_image_meta() for details
+        return image_meta_size(self.NUM_CLASSES)
+
+    # Effective batch size: IMAGES_PER_GPU * GPU_COUNT
+    BATCH_SIZE = property(lambda self: self._derived("BATCH_SIZE", self._batch_size),
+                          lambda self, v: self._pin("BATCH_SIZE", v),
+                          lambda self: self._unpin("BATCH_SIZE"),
+                          "IMAGES_PER_GPU * GPU_COUNT (derived).")
+    # Input image size: [IMAGE_MAX_DIM, IMAGE_MAX_DIM, IMAGE_CHANNEL_COUNT]
+    # ([IMAGE_MIN_DIM, ...] in "crop" mode)
+    IMAGE_SHAPE = property(lambda self: self._derived("IMAGE_SHAPE", self._image_shape),
+                           lambda self, v: self._pin("IMAGE_SHAPE", np.asarray(v)),
+                           lambda self: self._unpin("IMAGE_SHAPE"),
+                           "[side, side, IMAGE_CHANNEL_COUNT] (derived).")
+    # Image meta data length: 12 + NUM_CLASSES
+    IMAGE_META_SIZE = property(
+        lambda self: self._derived("IMAGE_META_SIZE", self._image_meta_size),
+        lambda self, v: self._pin("IMAGE_META_SIZE", v),
+        lambda self: self._unpin("IMAGE_META_SIZE"),
+        "1 + 3 + 3 + 4 + 1 + NUM_CLASSES (derived).")
 
     # ------------------------------------------------------------------
     # Inspection
@@ -347,6 +408,22 @@ class Config(object):
 
         def fail(field, msg):
             raise ValueError(f"{cls}.{field}: {msg}")
+
+        # NAME names the run folder and the checkpoints; None is checked
+        # where it is needed (MaskRCNN creation, checkpoints.log_dir_for).
+        name = self.NAME
+        if name is not None and (not isinstance(name, str) or not name.strip()
+                                 or any(c in name for c in "/\\\0")):
+            fail("NAME", f"must be a non-empty string without path separators (it names "
+                 f"the run folder <model_dir>/<name><YYYYMMDDTHHMM>), got {name!r}.")
+        computed = {"BATCH_SIZE": self._batch_size, "IMAGE_SHAPE": self._image_shape,
+                    "IMAGE_META_SIZE": self._image_meta_size}
+        for field, value in getattr(type(self), "_class_derived", {}).items():
+            expected = computed[field]()
+            if not np.array_equal(np.asarray(value), np.asarray(expected)):
+                fail(field, f"is derived from {DERIVED_FIELDS[field]} (which give "
+                     f"{_plain(expected)}); it cannot be set in the class body "
+                     f"(got {_plain(value)}). Set the fields it follows instead.")
 
         def positive_int(field):
             v = getattr(self, field)

@@ -27,7 +27,11 @@ Robustness rules (Matterport crashed or silently mis-trained on these):
   are kept, with a warning (Matterport drew a random subset in
   ``data_generator``).
 * Masks whose size differs from the image's, or whose count differs from the
-  class ids': ValueError naming the image id.
+  class ids', float masks with NaN or infinite values: ValueError naming the
+  image id.
+* An image that is not [H, W, IMAGE_CHANNEL_COUNT], has no pixels, has
+  non-finite values, or is so thin that resizing leaves it no row or column
+  (e.g. 1x10000 at IMAGE_MAX_DIM 64): ValueError naming the image id.
 """
 import logging
 import random
@@ -61,6 +65,19 @@ def describe_image(dataset, image_id: int) -> str:
     except Exception:  # a broken image_reference must not hide the real error
         ref = ""
     return f"image id {image_id}" + (f" ({ref})" if ref else "")
+
+
+def _check_image(image, channels, where):
+    """load_image()'s output must be a non-empty [H, W, channels] array."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != channels:
+        raise ValueError(f"{where}: load_image() returned an array of shape {image.shape}; "
+                         f"expected [height, width, {channels}] (IMAGE_CHANNEL_COUNT).")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{where}: the image has no pixels (shape {image.shape}).")
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        raise ValueError(f"{where}: the image has NaN or infinite pixel values.")
+    return image
 
 
 def _check_instances(dataset, image_id, image, mask, class_ids):
@@ -97,6 +114,9 @@ def _check_instances(dataset, image_id, image, mask, class_ids):
             f"{where}: class ids {class_ids[bad].tolist()} out of range; instance class ids "
             f"must be 1..{(num_classes or 0) - 1} (dataset.num_classes = {num_classes}; "
             f"negative = crowd). Check add_class()/load_mask() and call dataset.prepare().")
+    if mask.dtype.kind == "f" and not np.all(np.isfinite(mask)):
+        raise ValueError(f"{where}: load_mask() returned masks with NaN or infinite values; "
+                         f"masks must be bool (or 0/1).")
     mask = mask.astype(bool, copy=False)
     empty = ~mask.any(axis=(0, 1))
     if np.any(empty):
@@ -165,11 +185,18 @@ def load_ground_truth(dataset, image_id: int, spec: GroundTruthSpec, augmentatio
     docstring for the rules on bad input).
     """
     where = describe_image(dataset, image_id)
-    image = dataset.load_image(image_id)
+    image = _check_image(dataset.load_image(image_id), spec.image.channels, where)
     mask, class_ids = dataset.load_mask(image_id)
     mask, class_ids = _check_instances(dataset, image_id, image, mask, class_ids)
     original_shape = image.shape
-    image, window, scale, padding, crop = resize_for_model(image, spec.image)
+    try:
+        image, window, scale, padding, crop = resize_for_model(image, spec.image)
+    except ValueError as e:
+        raise ValueError(
+            f"{where}: the {image.shape[0]}x{image.shape[1]} image cannot be resized for "
+            f"the model (IMAGE_RESIZE_MODE {spec.image.mode!r}, IMAGE_MIN_DIM "
+            f"{spec.image.min_dim}, IMAGE_MAX_DIM {spec.image.max_dim}): {e}. An image this "
+            f"thin keeps no row or column; crop it or leave it out of the data set.") from e
     mask = resize_mask(mask, scale, padding, crop)
 
     if augment:

@@ -351,12 +351,23 @@ def configure_batch_norm(keras_model, strategy, synchronized=True):
     if strategy is None or num_replicas(strategy) == 1:
         return 0
     changed = set()
-    for layer in keras_model._flatten_layers(include_self=False, recursive=True):
-        inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
-        if isinstance(inner, keras.layers.BatchNormalization):
-            inner.synchronized = bool(synchronized)
-            changed.add(id(inner))
+    for layer in _walk_layers(keras_model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(synchronized)
+            changed.add(id(layer))
     return len(changed)
+
+
+def _walk_layers(model):
+    """Every layer inside ``model``: nested models' layers and the layer a
+    TimeDistributed wraps included (public attributes only)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _walk_layers(layer)
+        inner = getattr(layer, "layer", None)
+        if isinstance(inner, keras.layers.Layer):
+            yield inner
 
 
 def sync_moments(x, axes):

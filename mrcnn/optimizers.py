@@ -9,6 +9,8 @@ tested with (``distribute.make_optimizer``).
 import keras
 import tensorflow as tf
 
+from mrcnn import keras_compat
+
 __all__ = ["ClippedMomentumSGD", "KerasPathClippedSGD"]
 
 
@@ -30,8 +32,9 @@ class ClippedMomentumSGD(keras.optimizers.SGD):
     folded into the learning rate, and ``ResourceApplyKerasMomentum`` reads
     ``w``, ``m`` and ``g`` once and writes ``w`` and ``m`` once: two passes
     instead of nine over the 64 M weights of ResNet-101 at every step. The
-    results are Keras' up to float rounding. Other backends, and
-    ``momentum == 0``, take the Keras path.
+    results are Keras' up to float rounding. Other backends,
+    ``momentum == 0``, and a Keras without the internals the kernel needs
+    (``keras_compat.momentum_slot_handle``, logged once) take the Keras path.
 
     clip_norm: GRADIENT_CLIP_NORM, or None for no clipping.
     """
@@ -44,7 +47,11 @@ class ClippedMomentumSGD(keras.optimizers.SGD):
         self.clip_norm = None if clip_norm is None else float(clip_norm)
 
     def update_step(self, gradient, variable, learning_rate):
-        if keras.backend.backend() != "tensorflow" or self.momentum == 0:
+        accum = None
+        if keras.backend.backend() == "tensorflow" and self.momentum != 0:
+            # Keras internals, guarded (keras_compat): None -> Keras' path
+            accum = keras_compat.momentum_slot_handle(self, variable)
+        if accum is None:
             if self.clip_norm is not None:
                 gradient = tf.clip_by_norm(gradient, self.clip_norm)
             return super().update_step(gradient, variable, learning_rate)
@@ -56,9 +63,8 @@ class ClippedMomentumSGD(keras.optimizers.SGD):
             clip = tf.constant(self.clip_norm, variable.dtype)
             norm = tf.sqrt(2.0 * tf.nn.l2_loss(gradient))
             lr = lr * (clip / tf.maximum(norm, clip))
-        m = self.momentums[self._get_variable_index(variable)]
         tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=m.value.handle, lr=lr, grad=gradient,
+            var=variable.handle, accum=accum, lr=lr, grad=gradient,
             momentum=tf.constant(self.momentum, variable.dtype),
             use_locking=False, use_nesterov=bool(self.nesterov))
 

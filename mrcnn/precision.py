@@ -119,10 +119,8 @@ def reset_optimizer(optimizer, learning_rate, initial_step=0):
         if optimizer.built:
             optimizer.step_counter.assign(0)
             optimizer.dynamic_scale.assign(float(optimizer.initial_scale))
-    lr = inner._learning_rate
-    for v in inner.variables:
-        if v is not lr:
-            v.assign(keras.ops.zeros(v.shape, v.dtype))  # iterations, momentums
+    for v in getattr(inner, "momentums", []):   # SGD's public slot list
+        v.assign(keras.ops.zeros(v.shape, v.dtype))
     if not isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         inner.learning_rate = float(learning_rate)
     inner.iterations.assign(int(initial_step))

@@ -55,7 +55,7 @@ import sys
 
 import numpy as np
 
-from mrcnn import utils
+from mrcnn import extras, utils
 from mrcnn import model as modellib
 from mrcnn.cli import run_command
 from mrcnn.config import Config
@@ -259,7 +259,7 @@ def collect_inputs(spec):
 
 def _video_frames(path):
     """(frame index, RGB uint8 frame) of a video, and its frame rate."""
-    import cv2
+    cv2 = extras.require("cv2", "Reading videos")
 
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
@@ -418,7 +418,7 @@ def run_predict(args, prog="mrcnn predict"):
 def _predict_video(model, path, stem, write, bar, args):
     """Every frame of a video: a JSON (and picture) per frame, and the frames
     with their detections as ``<stem>_detections.mp4``."""
-    import cv2
+    cv2 = extras.require("cv2", "Predicting on videos")
 
     frames, fps, count = _video_frames(path)
     writer = None

@@ -14,7 +14,7 @@ here. The pieces, in the order training uses them:
 * :func:`train`: Matterport's ``train()`` semantics (``epochs`` is the final
   epoch; a second call continues where the first stopped), fed by the data
   pipeline (``pipeline.DataSequence``), writing checkpoints
-  (``checkpoints.Checkpoint``) and TensorBoard logs.
+  (:class:`Checkpoint`, with its retention policy) and TensorBoard logs.
 
 ``DataSequence``, ``Checkpoint``, ``MaskRCNNTrainingModel`` and
 ``ClippedMomentumSGD`` are re-exported here (they lived here before).
@@ -22,15 +22,19 @@ here. The pieces, in the order training uses them:
 
 import collections
 import datetime
+import errno
+import json
 import logging
+import math
 import os
 import re
+import shutil
 import time
 from typing import List, Optional, Sequence
 
 import keras
 
-from mrcnn import distribute, precision, weights
+from mrcnn import checkpoints, distribute, precision, weights
 from mrcnn.arguments import pipeline_spec
 from mrcnn.distribute_data import data_sequence, fit_inputs
 from mrcnn.config import LOSS_NAMES
@@ -41,7 +45,8 @@ from mrcnn.pipeline import MAX_LOAD_ERRORS, DataSequence  # noqa: F401
 logger = logging.getLogger(__name__)
 
 __all__ = ["LAYER_PRESETS", "LOSS_NAMES", "MaskRCNNTrainingModel", "ClippedMomentumSGD",
-           "compile_model", "set_trainable", "DataSequence", "Checkpoint", "ProgressEstimate",
+           "compile_model", "set_trainable", "DataSequence", "Checkpoint", "CheckpointWriteError",
+           "ProgressEstimate",
            "train", "resolve_layers"]
 
 _HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
@@ -205,31 +210,122 @@ def set_trainable(keras_model: keras.Model, layer_regex: str, verbose: int = 1,
 #  train()
 ############################################################
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, no permission, ...);
+    the message names the folder, and the previous checkpoints are intact."""
+
+
 class Checkpoint(keras.callbacks.Callback):
-    """Save the weights at the end of every epoch, Matterport's way.
+    """Save the weights at the end of epochs, Matterport's way, with a
+    retention policy.
 
     filepath: a path with an ``{epoch:04d}`` placeholder
         (``MaskRCNN.checkpoint_path``); ``epoch`` is 1-based, so the file
         written after the first epoch ends in ``_0001.h5``.
+    keep_last: keep this many of the newest checkpoints of the run folder
+        (default ``checkpoints.KEEP_LAST`` = 3); None keeps every one
+        (Matterport). Older files are deleted only after the new one is
+        safely written.
+    keep_best: also keep the checkpoint of the lowest ``monitor`` value
+        (default "val_loss"), even when older than the last ``keep_last``;
+        an epoch that improves on it is always written. The best of earlier
+        train() calls into the same run folder counts (the losses are stored
+        in each file's ``mrcnn_metrics`` root attribute).
+    save_every: write every this many epochs (epoch numbers divisible by
+        it), and always after the last epoch of the run.
 
     Files use the Keras-2 HDF5 layout (``mrcnn.weights.save_weights``) so
     Matterport code can read them, and are written atomically: a crash
     mid-write never leaves a truncated checkpoint that ``find_last()``
-    would pick up.
+    would pick up. Root attributes ``mrcnn_epoch``, ``mrcnn_iterations``
+    (the optimizer's step) and ``mrcnn_metrics`` (the epoch's losses, JSON)
+    are added. A write that fails (a full disk: ``errno.ENOSPC``) raises
+    :class:`CheckpointWriteError` naming the folder and the last good
+    checkpoint, which is kept; training stops there.
+
+    ``saved``: paths written by this callback; ``best_path``, ``best``: the
+    best checkpoint and its ``monitor`` value (keep_best).
     """
 
-    def __init__(self, filepath, verbose=0):
+    def __init__(self, filepath, verbose=0, keep_last=checkpoints.KEEP_LAST, keep_best=False,
+                 save_every=1, monitor="val_loss"):
         super().__init__()
         self.filepath = str(filepath)
         self.verbose = verbose
+        if keep_last is not None and (not isinstance(keep_last, int) or isinstance(
+                keep_last, bool) or keep_last < 1):
+            raise ValueError(f"keep_last must be None (keep every checkpoint) or an integer "
+                             f">= 1 (a run must keep one to resume from), got {keep_last!r}.")
+        if not isinstance(save_every, int) or isinstance(save_every, bool) or save_every < 1:
+            raise ValueError(f"save_every must be an integer >= 1 (write every k epochs), "
+                             f"got {save_every!r}.")
+        self.keep_last, self.keep_best = keep_last, bool(keep_best)
+        self.save_every, self.monitor = save_every, str(monitor)
         self.saved = []
+        self.deleted = []
+        self.best = self.best_path = None
+        self.folder = os.path.dirname(os.path.abspath(self.filepath.format(epoch=1)))
+        match = re.match(r"mask_rcnn_(.+)_\{epoch", os.path.basename(self.filepath))
+        self.name = match.group(1) if match else None
+
+    def on_train_begin(self, logs=None):
+        checkpoints.remove_stale_temp_files(self.folder)
+        if self.keep_best and self.best_path is None and self.name:
+            # The best of earlier train() calls into this run folder.
+            for _, path in checkpoints.run_checkpoints(self.folder, self.name):
+                value = checkpoints.checkpoint_metrics(path).get(self.monitor)
+                if value is not None and math.isfinite(value) and (
+                        self.best is None or value < self.best):
+                    self.best, self.best_path = value, path
 
     def on_epoch_end(self, epoch, logs=None):
-        path = self.filepath.format(epoch=epoch + 1)
-        weights.save_weights(self.model, path)
+        logs = dict(logs or {})
+        number = epoch + 1
+        last = (self.params or {}).get("epochs")
+        due = number % self.save_every == 0 or number == last
+        value = logs.get(self.monitor)
+        value = None if value is None else float(value)
+        improved = (self.keep_best and value is not None and math.isfinite(value)
+                    and (self.best is None or value < self.best))
+        if not (due or improved):
+            return
+        path = self.filepath.format(epoch=number)
+        self._write(path, number, logs)
         self.saved.append(path)
+        if improved:
+            self.best, self.best_path = value, path
+        if self.name:
+            self.deleted += checkpoints.prune_checkpoints(
+                self.folder, self.name, number, self.keep_last, protect=[self.best_path])
         if self.verbose:
-            logger.info("Epoch %d: saved weights to %s", epoch + 1, path)
+            logger.info("Epoch %d: saved weights to %s", number, path)
+
+    def _write(self, path, number, logs):
+        metrics = {k: float(v) for k, v in logs.items()
+                   if isinstance(v, (int, float)) or hasattr(v, "__float__")}
+        optimizer = getattr(self.model, "optimizer", None)
+        attrs = {"mrcnn_epoch": int(number), "mrcnn_metrics": json.dumps(metrics)}
+        if optimizer is not None:
+            attrs["mrcnn_iterations"] = int(optimizer.iterations.numpy())  # a MirroredVariable under tf.distribute
+        try:
+            weights.save_weights(self.model, path, attrs=attrs)
+        except OSError as e:
+            previous = [p for _, p in checkpoints.run_checkpoints(self.folder, self.name)
+                        if os.path.abspath(p) != os.path.abspath(path)] if self.name else []
+            try:
+                free = f"{shutil.disk_usage(self.folder).free / 2 ** 20:.0f} MB free"
+            except OSError:
+                free = "free space unknown"
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise CheckpointWriteError(
+                e.errno,
+                f"Could not write the checkpoint of epoch {number} to {self.folder} "
+                f"({'the disk is full' if full else type(e).__name__}: {e}; {free}). "
+                + (f"The previous checkpoint {previous[-1]} is intact; resume from it with "
+                   f"model.load_weights(model.find_last()) once there is room. "
+                   if previous else "No earlier checkpoint of this run exists. ")
+                + "Free disk space, or keep fewer checkpoints: train(..., keep_last=1, "
+                  "save_every=k).") from e
 
 
 def _loss_logger(log_dir):
@@ -292,7 +388,9 @@ def train(model, train_dataset, val_dataset, learning_rate, epochs: int, layers:
           no_augmentation_sources: Optional[Sequence[str]] = None, verbose: int = 1,
           workers: Optional[int] = None, use_multiprocessing: bool = False,
           seed: Optional[int] = None,
-          optimizer: Optional[keras.optimizers.Optimizer] = None) -> keras.callbacks.History:
+          optimizer: Optional[keras.optimizers.Optimizer] = None,
+          keep_last: Optional[int] = checkpoints.KEEP_LAST, keep_best: bool = False,
+          save_every: int = 1) -> keras.callbacks.History:
     """Train the model (Matterport's ``MaskRCNN.train``).
 
     model: the ``MaskRCNN`` object, built in "training" mode.
@@ -323,9 +421,14 @@ def train(model, train_dataset, val_dataset, learning_rate, epochs: int, layers:
         Matterport's SGD (``learning_rate``, LEARNING_MOMENTUM and
         GRADIENT_CLIP_NORM are then the optimizer's own); its step count is
         set to ``model.epoch * STEPS_PER_EPOCH`` too.
+    keep_last, keep_best, save_every: the checkpoint policy (``Checkpoint``):
+        write every ``save_every`` epochs and after the last one, keep the
+        ``keep_last`` newest (default 3; None keeps all, as Matterport) and,
+        with ``keep_best``, the one of the lowest validation loss (needs
+        val_dataset).
 
-    Writes ``model.checkpoint_path`` (one ``mask_rcnn_<name>_<epoch>.h5``
-    per epoch) and TensorBoard logs in ``model.log_dir`` (``history.csv``
+    Writes ``model.checkpoint_path`` (``mask_rcnn_<name>_<epoch>.h5``, see
+    the policy above) and TensorBoard logs in ``model.log_dir`` (``history.csv``
     there instead when the tensorboard package is not installed); sets
     ``model.epoch`` to the last epoch trained. Returns Keras' History.
     """
@@ -356,11 +459,16 @@ def train(model, train_dataset, val_dataset, learning_rate, epochs: int, layers:
                                 steps=config.VALIDATION_STEPS, seed=seed, workers=workers,
                                 use_multiprocessing=use_multiprocessing, batch_size=batch_size)
 
+    if keep_best and val_dataset is None:
+        raise ValueError("train(keep_best=True) keeps the checkpoint of the lowest validation "
+                         "loss: pass a val_dataset, or keep_best=False.")
     inputs, callbacks = fit_inputs(strategy, model.keras_model, train_seq, val_seq,
                                    model.epoch, workers=workers)
     if chief:
         os.makedirs(model.log_dir, exist_ok=True)
-        callbacks += [_loss_logger(model.log_dir), Checkpoint(model.checkpoint_path, verbose=0)]
+        checkpoint = Checkpoint(model.checkpoint_path, verbose=0, keep_last=keep_last,
+                                keep_best=keep_best, save_every=save_every)
+        callbacks += [_loss_logger(model.log_dir), checkpoint]
         if verbose:
             callbacks.append(ProgressEstimate(model.epoch, epochs, spec.steps))
     else:

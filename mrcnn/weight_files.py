@@ -241,7 +241,7 @@ def _check_readable(filepath):
 #  Writing
 ############################################################
 
-def save_weights(keras_model, filepath):
+def save_weights(keras_model, filepath, attrs=None):
     """Writes a model's weights in the Keras 2 HDF5 layout, atomically.
 
     The layout is the one Matterport's files use (see the module docstring):
@@ -250,19 +250,27 @@ def save_weights(keras_model, filepath):
     ``weight_names`` (fixed-length byte strings, as Keras 2 wrote them) and
     datasets ``/<layer>/<weight name>`` with names from ``weight_manifest``.
 
-    The file is written to a temporary file in the same directory and moved
-    over ``filepath`` with ``os.replace``, so a crash or a full disk during
-    the write leaves any previous file at ``filepath`` intact.
+    attrs: optional extra root attributes (str -> number or str), e.g. the
+        epoch and losses of a checkpoint; Keras 2 readers ignore them.
+
+    The file is written to a temporary file in the same directory
+    (``.<name>.<pid>.<random>.tmp``: the writer's process id lets
+    ``checkpoints.remove_stale_temp_files`` delete what a killed writer left)
+    and moved over ``filepath`` with ``os.replace`` after an ``fsync``, so a
+    crash or a full disk during the write leaves any previous file at
+    ``filepath`` intact.
     """
     filepath = os.fspath(filepath)
     directory = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(
-        prefix="." + os.path.basename(filepath) + ".", suffix=".tmp", dir=directory)
+        prefix=f".{os.path.basename(filepath)}.{os.getpid()}.", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
         with h5py.File(tmp_path, "w") as f:
             _write_keras2(f, keras_model)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())   # data on disk before the rename makes it visible
         # mkstemp creates the file 0600; give it the mode a plain open() would

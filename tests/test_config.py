@@ -116,3 +116,84 @@ def test_training_needs_two_classes():
 def test_grayscale_config_is_valid_with_one_mean():
     c = make(IMAGE_CHANNEL_COUNT=1, MEAN_PIXEL=np.array([120.0]))
     assert c.IMAGE_SHAPE.tolist() == [1024, 1024, 1]
+
+
+# ---------------------------------------------------------------------------
+# Derived fields (issue 14): computed from the current values
+# ---------------------------------------------------------------------------
+
+def test_derived_fields_follow_fields_set_on_the_instance():
+    c = make(IMAGES_PER_GPU=2, NUM_CLASSES=4, IMAGE_MAX_DIM=256, IMAGE_MIN_DIM=128)
+    assert (c.BATCH_SIZE, c.IMAGE_SHAPE.tolist(), c.IMAGE_META_SIZE) == (2, [256, 256, 3], 16)
+    c.IMAGES_PER_GPU = 1
+    c.GPU_COUNT = 3
+    c.NUM_CLASSES = 81
+    c.IMAGE_MAX_DIM = 512
+    assert (c.BATCH_SIZE, c.IMAGE_SHAPE.tolist(), c.IMAGE_META_SIZE) == (3, [512, 512, 3], 93)
+    c.IMAGE_RESIZE_MODE = "crop"
+    assert c.IMAGE_SHAPE.tolist() == [128, 128, 3]
+    # display() and to_dict() show the current values
+    d = c.to_dict()
+    assert (d["BATCH_SIZE"], d["IMAGE_SHAPE"], d["IMAGE_META_SIZE"]) == (3, [128, 128, 3], 93)
+
+
+def test_a_derived_field_set_on_an_instance_is_pinned_until_deleted(capsys):
+    c = make(IMAGES_PER_GPU=4)
+    c.BATCH_SIZE = 1            # Matterport-era code does this for detect()
+    c.IMAGES_PER_GPU = 8
+    assert c.BATCH_SIZE == 1
+    c.IMAGE_SHAPE = [128, 64, 3]
+    assert isinstance(c.IMAGE_SHAPE, np.ndarray) and c.IMAGE_SHAPE.tolist() == [128, 64, 3]
+    c.display()
+    assert "BATCH_SIZE                     1" in capsys.readouterr().out
+    del c.BATCH_SIZE, c.IMAGE_SHAPE
+    assert c.BATCH_SIZE == 8 and c.IMAGE_SHAPE.tolist() == [1024, 1024, 3]
+    # a pin belongs to its instance
+    assert make(IMAGES_PER_GPU=4).BATCH_SIZE == 4
+
+
+def test_a_derived_field_in_a_class_body_must_agree():
+    with pytest.raises(ValueError, match=r"Custom.BATCH_SIZE: is derived from IMAGES_PER_GPU "
+                                         r"\* GPU_COUNT \(which give 2\).*got 4"):
+        make(BATCH_SIZE=4)
+    with pytest.raises(ValueError, match=r"IMAGE_META_SIZE.*NUM_CLASSES.*give 16"):
+        make(IMAGE_META_SIZE=93)
+    # the value Matterport would have computed anyway is accepted
+    c = make(BATCH_SIZE=2, IMAGE_SHAPE=np.array([1024, 1024, 3]))
+    assert c.BATCH_SIZE == 2
+    c.IMAGES_PER_GPU = 3
+    assert c.BATCH_SIZE == 3
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "runs\\x", 3])
+def test_a_bad_name_is_refused(name):
+    with pytest.raises(ValueError, match="NAME"):
+        make(NAME=name)
+
+
+def test_a_missing_name_is_a_clear_error_at_model_creation(tmp_path):
+    from mrcnn import checkpoints
+    from mrcnn import model as modellib
+
+    class NoName(Config):
+        NUM_CLASSES = 2
+        IMAGE_MIN_DIM = IMAGE_MAX_DIM = 64
+
+    config = NoName()   # a Config without NAME is fine until it names a run
+    assert config.NAME is None
+    for mode in ("inference", "training"):
+        with pytest.raises(ValueError, match=r"Config.NAME is None: give your Config subclass "
+                                             r"a NAME \(e.g. NAME = \"balloon\"\)"):
+            modellib.MaskRCNN(mode, config, str(tmp_path))
+    with pytest.raises(ValueError, match="Config.NAME is None"):
+        checkpoints.find_last(str(tmp_path), None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_paths_of_any_name_resume_their_run():
+    from mrcnn import checkpoints
+    for name in ("coco", "Experiment 3", "cpu_shapes", "shapes2", "v1.2"):
+        log_dir, path, epoch = checkpoints.log_dir_for("logs", name)
+        assert epoch == 0
+        again = checkpoints.log_dir_for("logs", name, path.format(epoch=12))
+        assert again == (log_dir, path, 12), name

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mrcnn import model as modellib
+from tests.checkpoint_helpers import write_minimal_checkpoint  # issue 14
 from tests.graph import g1_config
 from tests.recipe import apply_recipe
 
@@ -182,8 +183,8 @@ def test_log_dir_and_epoch_from_checkpoint_path(tmp_path):
         model.find_last()
     run = tmp_path / "golden20240131T0915"
     run.mkdir()
-    (run / "mask_rcnn_golden_0001.h5").write_bytes(b"")
-    (run / "mask_rcnn_golden_0002.h5").write_bytes(b"")
+    write_minimal_checkpoint(run / "mask_rcnn_golden_0001.h5")  # issue 14: find_last opens it
+    write_minimal_checkpoint(run / "mask_rcnn_golden_0002.h5")
     assert model.find_last() == str(run / "mask_rcnn_golden_0002.h5")
 
 

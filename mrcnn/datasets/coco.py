@@ -13,15 +13,25 @@ return_coco, auto_download)``, ``load_mask``, ``annToRLE``/``annToMask``,
 * ``keep_empty=True`` keeps images without annotations of the selected
   classes (Matterport, and the default here, leaves them out);
   ``load_mask`` returns the base class's empty arrays for them.
-* Polygons with fewer than 3 points are dropped (pycocotools reads a list of
-  4 numbers as a box); an annotation without segmentation is masked by its
+* Every segmentation is checked before pycocotools sees it
+  (``mrcnn.datasets.coco_masks``: NaN, infinite or huge coordinates crashed
+  or exhausted the memory of the process): polygons with fewer than 3
+  points, odd or non-finite coordinates are dropped with one warning per
+  annotation (pycocotools reads a list of 4 numbers as a box), the rest
+  clipped to the image; an annotation without segmentation is masked by its
   ``bbox``; an annotation whose RLE size differs from the image raises
-  ValueError naming the annotation, except crowds (Matterport's fallback:
-  the whole image).
+  ValueError naming the annotation (checked before decoding), except crowds
+  (Matterport's fallback: the whole image); broken RLE counts raise
+  ValueError naming the annotation.
 * ``auto_download`` keeps Matterport's URLs and unzip steps, downloads to a
   ``.part`` file first (Matterport left a broken zip and an empty folder
   that stopped later retries), and offline raises ConnectionError naming the
   URL and where to put the file by hand.
+* Annotation ids that are 0, negative or repeated (several annotation tools
+  write them) are renumbered when the file is read, and image or category
+  ids 0 are scored under ids of our own by ``evaluate_coco_results``, with
+  one warning: pycocotools reads id 0 as "no match", so perfect detections
+  scored below AP 1.0. Results keep the file's image and category ids.
 * ``evaluate_coco_results(dataset, coco, results)`` runs COCOeval on
   detections already converted with ``build_coco_results``, for "bbox" and
   "segm", prints the standard table and returns the stats; the model-running
@@ -35,7 +45,10 @@ and COCO category ids map to contiguous class ids and back
 Licensed under the MIT License (Matterport's original is MIT as well).
 """
 
+import contextlib
 import copy
+import io
+import json
 import logging
 import os
 import shutil
@@ -46,9 +59,11 @@ import zipfile
 
 import numpy as np
 
+from mrcnn import coco_eval as coco_ids  # (a local "coco_eval" is COCOeval below)
 from mrcnn import utils
-from mrcnn.image_io import read_image_size
 from mrcnn.config import Config
+from mrcnn.datasets.coco_masks import RleSizeError, segmentation_rle
+from mrcnn.image_io import read_image_size
 
 __all__ = ["CocoConfig", "CocoDataset", "build_coco_results", "evaluate_coco_results",
            "DEFAULT_DATASET_YEAR", "COCO_STATS_NAMES"]
@@ -167,13 +182,7 @@ class CocoDataset(utils.Dataset):
                 f"COCO image folder not found: {image_dir}. Put the images of {ann_path} "
                 "there, or pass image_dir=<folder of the images>.")
 
-        try:
-            coco = COCO(ann_path)
-        except (ValueError, UnicodeDecodeError) as e:  # json errors are ValueErrors
-            raise ValueError(f"{ann_path} is not a valid COCO annotation file: {e}") from None
-        except (AssertionError, TypeError, KeyError) as e:
-            raise ValueError(f"{ann_path} is not in COCO format (expected an object with "
-                             f"'images', 'annotations', 'categories'): {e!r}") from None
+        coco = _read_coco(COCO, ann_path)
 
         # Load all classes or a subset?
         if not class_ids:
@@ -199,7 +208,8 @@ class CocoDataset(utils.Dataset):
             img = coco.imgs[i]
             path = os.path.join(image_dir, img["file_name"])
             height, width = img.get("height"), img.get("width")
-            if not height or not width:
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                       for v in (height, width)):
                 # Some exporters leave the size out; the file header has it.
                 height, width = read_image_size(path)
             self.add_image(
@@ -294,28 +304,27 @@ class CocoDataset(utils.Dataset):
         # Build mask of shape [height, width, instance_count] and list
         # of class IDs that correspond to each channel of the mask.
         for annotation in image_info["annotations"]:
-            class_id = source_map.get("coco.{}".format(annotation["category_id"]))
+            class_id = source_map.get("coco.{}".format(annotation.get("category_id")))
             if not class_id:
                 continue  # a category not loaded (or unknown to the file)
-            m = self.annToMask(annotation, height, width)
+            where = "COCO annotation {} of image {} ({})".format(
+                annotation.get("id"), image_info["id"], image_info["path"])
+            try:
+                m = self._annotation_mask(annotation, height, width, where)
+            except RleSizeError as e:
+                # For crowd masks, the RLE is sometimes not of the image's
+                # size: Matterport's fallback, the whole image.
+                if not annotation.get("iscrowd"):
+                    raise ValueError(f"{e}; fix the annotation's 'size' or the image's "
+                                     f"width/height.") from None
+                m = np.ones([height, width], dtype=bool)
             # Some objects are so small that they're less than 1 pixel area
             # and end up rounded out. Skip those objects.
-            if m.max() < 1:
+            if m.max(initial=0) < 1:
                 continue
             # Is it a crowd? If so, use a negative class ID.
             if annotation.get("iscrowd"):
-                # Use negative class ID for crowds
                 class_id *= -1
-                # For crowd masks, annToMask() sometimes returns a mask
-                # smaller than the given dimensions. If so, resize it.
-                if m.shape != (height, width):
-                    m = np.ones([height, width], dtype=bool)
-            elif m.shape != (height, width):
-                raise ValueError(
-                    "COCO annotation {} of image {} ({}): its RLE mask is {}x{} but the image "
-                    "is {}x{}; fix the annotation's 'size' or the image's width/height.".format(
-                        annotation.get("id"), image_info["id"], image_info["path"],
-                        m.shape[0], m.shape[1], height, width))
             instance_masks.append(m)
             class_ids.append(class_id)
 
@@ -340,42 +349,69 @@ class CocoDataset(utils.Dataset):
     def annToRLE(self, ann, height, width):
         """
         Convert annotation which can be polygons, uncompressed RLE to RLE.
-        Polygons with fewer than 3 points are dropped; an annotation
-        without segmentation becomes its bbox rectangle.
+        Every segmentation is checked first (``coco_masks.segmentation_rle``:
+        polygon parts with fewer than 3 points, NaN or infinite coordinates
+        are dropped, the rest clipped to the image; an annotation without
+        a usable segmentation becomes its bbox rectangle; RLEs of another
+        size or with broken counts raise ValueError).
         :return: RLE dict (or None when nothing is left)
         """
         _, _, mask_utils = _pycocotools()
-        segm = ann.get("segmentation")
-        if isinstance(segm, list):
-            # polygon -- a single object might consist of multiple parts
-            # we merge all parts into one mask rle code. pycocotools reads a
-            # list of exactly 4 numbers as a box, so short polygons go first.
-            polygons = [p for p in segm if isinstance(p, (list, tuple)) and len(p) >= 6]
-            if polygons:
-                rles = mask_utils.frPyObjects(polygons, height, width)
-                return mask_utils.merge(rles)
-            segm = None
-        if segm is None:
-            bbox = ann.get("bbox")
-            if bbox is None or len(bbox) != 4:
-                return None
-            return mask_utils.frPyObjects([list(map(float, bbox))], height, width)[0]
-        if isinstance(segm.get("counts"), list):
-            # uncompressed RLE
-            return mask_utils.frPyObjects(segm, height, width)
-        # rle
-        return segm
+        rle, _ = segmentation_rle(ann, height, width, mask_utils,
+                                  f"COCO annotation {ann.get('id')}")
+        return rle
 
     def annToMask(self, ann, height, width):
         """
         Convert annotation which can be polygons, uncompressed RLE, or RLE to binary mask.
-        :return: binary mask [height, width] uint8 (the RLE's own size for RLE)
+        :return: binary mask [height, width] uint8
         """
         _, _, mask_utils = _pycocotools()
         rle = self.annToRLE(ann, height, width)
         if rle is None:
             return np.zeros([height, width], dtype=np.uint8)
         return mask_utils.decode(rle)
+
+    def _annotation_mask(self, ann, height, width, where):
+        """annToMask with the dropped parts logged once per annotation."""
+        _, _, mask_utils = _pycocotools()
+        rle, problems = segmentation_rle(ann, height, width, mask_utils, where)
+        if problems:
+            warned = self.__dict__.setdefault("_warned_annotations", set())
+            if where not in warned:
+                warned.add(where)
+                logger.warning("%s: dropped %s.", where, ", ".join(problems))
+        if rle is None:
+            return np.zeros([height, width], dtype=np.uint8)
+        return mask_utils.decode(rle)
+
+
+def _read_coco(COCO, ann_path):
+    """pycocotools' COCO object of a file, its annotation ids made unique
+    and >= 1 (``coco_eval.safe_coco_ids``; one warning lists every id
+    problem of the file, image and category ids 0 included, which
+    evaluate_coco_results handles)."""
+    try:
+        with open(ann_path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # json errors are ValueErrors
+        raise ValueError(f"{ann_path} is not a valid COCO annotation file: {e}") from None
+    if not isinstance(data, dict) or not all(
+            isinstance(data.get(k, []), list) for k in ("images", "annotations", "categories")):
+        raise ValueError(f"{ann_path} is not in COCO format (expected an object with "
+                         f"'images', 'annotations', 'categories' lists).")
+    _, _, problems = coco_ids.safe_coco_ids(data, where=ann_path)
+    data, _, _ = coco_ids.safe_coco_ids(data, where=ann_path, images_and_categories=False)
+    coco = COCO()
+    coco.dataset = data
+    try:
+        coco.createIndex()
+    except (AssertionError, TypeError, KeyError) as e:
+        raise ValueError(f"{ann_path} is not in COCO format (expected an object with "
+                         f"'images', 'annotations', 'categories'): {e!r}") from None
+    coco_ids.warn_id_problems(ann_path, problems)
+    coco.mrcnn_ids_warned = bool(problems)
+    return coco
 
 
 class _DownloadError(ConnectionError):
@@ -485,6 +521,19 @@ def evaluate_coco_results(dataset, coco, results, eval_types=("bbox", "segm"), i
     if stray:
         raise ValueError(f"evaluate_coco_results: results for image ids {stray[:10]} that "
                          "the COCO ground truth does not have")
+    # Ids 0 (or repeated annotation ids): scored under ids of our own, the
+    # results translated; see coco_eval.safe_coco_ids.
+    safe, maps, problems = coco_ids.safe_coco_ids(coco.dataset, "evaluate_coco_results")
+    if problems and not getattr(coco, "mrcnn_ids_warned", False):
+        coco_ids.warn_id_problems("evaluate_coco_results", problems)
+        coco.mrcnn_ids_warned = True
+    if safe is not coco.dataset:
+        coco = COCO()
+        coco.dataset = safe
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress prints
+            coco.createIndex()
+        results = coco_ids.results_to_safe_ids(results, maps)
+        coco_image_ids = [maps.get("image", {}).get(i, i) for i in coco_image_ids]
 
     stats = {}
     for eval_type in eval_types:

@@ -29,6 +29,8 @@ import os
 
 import numpy as np
 
+from mrcnn import extras
+
 __all__ = ["make_balloon_dataset", "make_balloon_video", "render_balloon_image", "ellipse_polygon",
            "ellipse_mask"]
 
@@ -170,7 +172,7 @@ def make_balloon_video(path, frames=48, size=(256, 320), seed=0, fps=12.0):
     frames, fps: length and frame rate; size: (height, width) pixels.
     Returns path, as a str.
     """
-    import cv2
+    cv2 = extras.require("cv2", "Writing the synthetic balloon video")
 
     height, width = (int(v) for v in size)
     rng = np.random.default_rng([seed, 2])

@@ -20,7 +20,7 @@ Region shapes (``shape_attributes["name"]``), rasterised in ``load_mask``
       when its centre is, as ``skimage.draw.polygon`` decides (Matterport's
       rule). Points outside the image are fine: the mask is clipped to the
       image (Matterport raised IndexError). Fewer than 3 points: skipped with
-      a warning.
+      a warning. A NaN or infinite number (any shape): skipped with a warning.
     * ``polyline``: closed and filled like a polygon. Mask R-CNN only learns
       regions, and in practice a polyline around an object is a polygon drawn
       with the neighbouring tool; an open line has no area to learn.
@@ -187,6 +187,18 @@ def _normalize_shape(shape, where):
     Returns (shape dict, None) when usable, (None, reason) when it has no area.
     Raises ValueError for malformed shapes (missing or non-numeric fields).
     """
+    out, reason = _normalize_numbers(shape, where)
+    if out is not None:
+        numbers = []
+        for key, value in out.items():
+            if key != "name":
+                numbers.extend(value if isinstance(value, list) else [value])
+        if not all(math.isfinite(v) for v in numbers):
+            return None, f"{out['name']} with NaN or infinite coordinates"
+    return out, reason
+
+
+def _normalize_numbers(shape, where):
     name = shape.get("name")
     if name in ("polygon", "polyline"):
         xs = _numbers(shape, "all_points_x", where)

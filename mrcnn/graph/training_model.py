@@ -8,7 +8,7 @@ which is how Matterport did it).
 import keras
 import tensorflow as tf
 
-from mrcnn import distribute
+from mrcnn import distribute, keras_compat
 from mrcnn.config import LOSS_NAMES
 
 __all__ = ["MaskRCNNTrainingModel", "LOSS_NAMES"]
@@ -46,7 +46,9 @@ class MaskRCNNTrainingModel(keras.Model):
                              f"are {', '.join(LOSS_NAMES)}.")
         self.loss_weights = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
         self.weight_decay = float(weight_decay)
-        names = [t._keras_history.operation.name for t in self.outputs]
+        # issue 14 (keras_compat: guarded Keras internals), was
+        # [t._keras_history.operation.name for t in self.outputs]
+        names = keras_compat.output_layer_names(self)
         missing = [n for n in LOSS_NAMES if n not in names]
         if missing:
             raise ValueError(f"MaskRCNNTrainingModel: no output named {missing}; the outputs "

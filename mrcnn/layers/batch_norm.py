@@ -55,7 +55,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         """True when this call normalizes with the moving statistics
         (TRAIN_BN False, the layer not trainable, or not training)."""
         effective = training if self.train_bn is None else self.train_bn
-        return not (bool(effective) and self.trainable) and not self.renorm
+        # issue 14: getattr, Keras < 3.13 has no BatchNormalization.renorm
+        return not (bool(effective) and self.trainable) and not getattr(self, "renorm", False)
 
     def folds_into_conv(self, training):
         """True when, in this call, the paired FoldedConv2D applies this

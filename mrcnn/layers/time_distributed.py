@@ -2,6 +2,8 @@
 import keras
 from keras import ops
 
+from mrcnn import keras_compat  # issue 14
+
 __all__ = ["TimeDistributed"]
 
 
@@ -32,7 +34,7 @@ class TimeDistributed(keras.layers.TimeDistributed):
         # [B, N, *inner] -> [B*N, *inner]
         x = ops.reshape(inputs, (-1,) + inner_shape)
         kwargs = {}
-        if self.layer._call_has_training_arg:
+        if keras_compat.call_has_training_arg(self.layer):  # issue 14: guarded internal
             kwargs["training"] = training
         y = self.layer.call(x, **kwargs)
         # [B*N, *inner_out] -> [B, N, *inner_out]

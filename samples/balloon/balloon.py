@@ -65,7 +65,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # mrcnn.model (and with it TensorFlow, several seconds) is imported when a
 # model is built, so that bad arguments are reported at once.
-from mrcnn import cli, utils  # noqa: E402
+from mrcnn import cli, extras, utils  # noqa: E402
 from mrcnn.cli import HEAD_LAYERS  # noqa: E402,F401
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.datasets.via import ViaDataset  # noqa: E402
@@ -348,7 +348,7 @@ def _check_local(path, what):
 
 def _check_video(path):
     """Raise when OpenCV cannot open the video file or read a frame of it."""
-    import cv2
+    cv2 = extras.require("cv2", "The video splash")
 
     _check_local(path, "video")
     vcapture = cv2.VideoCapture(path)
@@ -399,7 +399,7 @@ def detect_and_color_splash(model, image_path=None, video_path=None, out_dir="."
 
 def _splash_video(model, video_path, out_dir, verbose):
     """Splash every frame of a video into an MJPG .avi; returns its path."""
-    import cv2
+    cv2 = extras.require("cv2", "The video splash")
     from tqdm import tqdm
 
     _check_video(video_path)

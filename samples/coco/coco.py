@@ -66,7 +66,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # mrcnn.model (and with it TensorFlow, several seconds) is imported when a
 # model is built, so that bad arguments are reported at once.
-from mrcnn import cli  # noqa: E402
+from mrcnn import cli, extras  # noqa: E402
 from mrcnn.cli import HEAD_LAYERS  # noqa: E402,F401
 from mrcnn.datasets.coco import (DEFAULT_DATASET_YEAR, CocoConfig,  # noqa: E402,F401
                                  CocoDataset, build_coco_results, evaluate_coco_results)
@@ -300,7 +300,7 @@ def train(model, dataset_train, dataset_val, epochs=None, layers="heads", augmen
     if augmentation is None:
         # Image Augmentation
         # Right/Left flip 50% of the time
-        import albumentations
+        albumentations = extras.require("albumentations", "The COCO sample's augmentation")
         augmentation = albumentations.Compose([albumentations.HorizontalFlip(p=0.5)])
     lr = model.config.LEARNING_RATE
     if epochs is not None:

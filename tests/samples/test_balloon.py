@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from samples.balloon import balloon
+from tests.checkpoint_helpers import write_minimal_checkpoint  # issue 14
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "samples", "balloon", "balloon.py")
@@ -370,10 +371,11 @@ def test_weights_choices(tmp_path, monkeypatch):
     monkeypatch.setattr(balloon, "COCO_WEIGHTS_PATH", str(coco))
     run = tmp_path / "logs" / "balloon20240101T0000"
     run.mkdir(parents=True)
-    (run / "mask_rcnn_balloon_0003.h5").write_bytes(b"")
+    write_minimal_checkpoint(run / "mask_rcnn_balloon_0003.h5")  # issue 14: find_last opens it
     # "cpu_balloon" runs are another config's: never picked by "last"
     (tmp_path / "logs" / "cpu_balloon20250101T0000").mkdir()
-    (tmp_path / "logs" / "cpu_balloon20250101T0000" / "mask_rcnn_cpu_balloon_0009.h5").write_bytes(b"")
+    write_minimal_checkpoint(tmp_path / "logs" / "cpu_balloon20250101T0000"
+                             / "mask_rcnn_cpu_balloon_0009.h5")
     mine = tmp_path / "my.h5"
     mine.write_bytes(b"")
     m = _RecordingModel(tmp_path / "logs")

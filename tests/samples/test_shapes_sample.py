@@ -17,6 +17,7 @@ import mrcnn.demo
 from mrcnn import checkpoints, evaluation
 from mrcnn import model as modellib
 from mrcnn.graph.small_backbone import compute_small_backbone_shapes, small_resnet_graph
+from tests.checkpoint_helpers import write_minimal_checkpoint  # issue 14
 from samples.shapes import shapes
 
 # The slow learning test: EPOCHS epochs of STEPS steps of 8 images.
@@ -137,7 +138,7 @@ def test_find_last_does_not_mix_configurations(tmp_path):
                       ("shapes20240101T0000", "shapes_0001"),
                       ("shapes_old20250101T0000", "shapes_old_0009")]:
         (tmp_path / run).mkdir()
-        (tmp_path / run / f"mask_rcnn_{name}.h5").write_bytes(b"")
+        write_minimal_checkpoint(tmp_path / run / f"mask_rcnn_{name}.h5")  # issue 14
     assert checkpoints.find_last(str(tmp_path), cpu.NAME).endswith("mask_rcnn_cpu_shapes_0003.h5")
     assert checkpoints.find_last(str(tmp_path), matterport.NAME).endswith(
         "mask_rcnn_shapes_0001.h5")
