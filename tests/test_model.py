@@ -116,6 +116,47 @@ def test_detect_any_number_of_images_any_size(g1_model, golden):
     assert g1_model.detect([]) == []
 
 
+def test_detect_batches_same_size_images_and_traces_once(g1_model, golden):
+    """detect(images, batch_size=2) with BATCH_SIZE 1: the square-mode images
+    (all mold to 256x256) go through the network two at a time, the last call
+    padded to two, so the compiled network is traced once for any number of
+    images; results come back in input order, and equal those of one image
+    per call (the same detections; a batch of two runs other conv kernels, so
+    scores may move by float noise)."""
+    image = golden["input_image"]
+    other = np.ascontiguousarray(image[::-1])           # another image, same size
+    calls = []
+    predict = g1_model._predict
+
+    def spy(images, metas, anchors):
+        calls.append(images.shape[0])
+        return predict(images, metas, anchors)
+
+    g1_model._predict = spy
+    try:
+        batched = g1_model.detect([image, other, image, other, image], batch_size=2)
+        assert calls == [2, 2, 2]
+        g1_model.detect([other], batch_size=2)
+    finally:
+        del g1_model._predict
+    assert calls == [2, 2, 2, 2]
+    assert g1_model._predict_fn[2].experimental_get_tracing_count() == 1
+    for a, b in [(0, 2), (1, 3)]:       # same image, same position in a call of two
+        for key in ("rois", "class_ids", "scores", "masks"):
+            np.testing.assert_array_equal(batched[a][key], batched[b][key])
+    single = g1_model.detect([image, other])
+    for one, many in zip(single, batched[:2]):
+        rows = match_rows(many["rois"].astype(np.float64), one["rois"].astype(np.float64),
+                          atol=1.5)
+        assert (rows >= 0).mean() >= 0.9
+        found = rows[rows >= 0]
+        np.testing.assert_allclose(many["scores"][found], one["scores"][rows >= 0], atol=1e-3)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        g1_model.detect([image], batch_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        g1_model.detect([image], batch_size=1.5)
+
+
 def test_detect_converts_grayscale_and_rgba(g1_model, golden):
     image = golden["input_image"]
     gray = image.mean(axis=2).astype(np.uint8)
