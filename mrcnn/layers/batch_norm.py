@@ -22,8 +22,6 @@ Where the fold happens:
   cost ~1% of the forward pass to compute, and a loaded weight file or
   ``set_weights`` can never leave stale folded copies behind).
 """
-import weakref
-
 import keras
 import tensorflow as tf
 
@@ -228,7 +226,6 @@ class FoldedConv2D(keras.layers.Conv2D):
             y = self.activation(y)
         return y
 
-
     @staticmethod
     def _fold_after(inputs, training):
         """Control inputs of the ops that scale the kernel at inference: one
@@ -246,15 +243,11 @@ class FoldedConv2D(keras.layers.Conv2D):
         """
         if training or not hasattr(inputs, "graph") or inputs.shape.rank is None:
             return []
+        # kept on the graph being traced (it goes when the graph goes)
         graph = inputs.graph
-        previous = _LAST_FOLD_INPUT.get(graph)
-        _LAST_FOLD_INPUT[graph] = inputs[(slice(0, 1),) * inputs.shape.rank]
+        previous = getattr(graph, "_mrcnn_last_fold_input", None)
+        graph._mrcnn_last_fold_input = inputs[(slice(0, 1),) * inputs.shape.rank]
         return [] if previous is None else [previous]
-
-
-# The input slice of the last FoldedConv2D traced for inference, per graph
-# (FoldedConv2D._fold_after).
-_LAST_FOLD_INPUT = weakref.WeakKeyDictionary()
 
 
 def pair_conv_bn(conv: FoldedConv2D, bn: BatchNorm, in_fit: bool = True) -> None:

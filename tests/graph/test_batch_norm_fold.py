@@ -202,3 +202,33 @@ def test_layer_args_say_whether_to_fold(precision, fold):
 def test_config_rejects_an_unknown_precision_naming_the_values():
     with pytest.raises(ValueError, match="INFERENCE_PRECISION.*float32_exact"):
         type("C", (Config,), {"NAME": "c", "INFERENCE_PRECISION": "float16"})()
+
+
+def test_scaled_kernels_wait_for_the_previous_convs_input_and_relus_stay_fusable():
+    """At inference each pair's kernel scaling has a control input, a slice
+    of the input of the pair traced before it (so the executor does not make
+    every scaled kernel at the start and hold them all), the first pair none;
+    no ReLU gets a control fan-out (that would stop Grappler fusing conv,
+    bias and ReLU), and the pair after a ZeroPadding2D traces and runs (oneDNN
+    fuses a Pad into the conv after it; an edge from the Pad into that conv's
+    kernel scaling would be a cycle)."""
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.ZeroPadding2D(1)(inputs)
+    x = keras.layers.Activation("relu")(conv_bn(x, 4, (3, 3), "conv_a", "bn_a", False))
+    x = keras.layers.Activation("relu")(conv_bn(x, 4, (3, 3), "conv_b", "bn_b", False))
+    model = keras.Model(inputs, x)
+    _set_stats(model)
+    exact = model.predict_on_batch(X)
+    fold_batch_norms(model)
+    graph = _graph(model, X)
+    ops = graph.get_operations()
+    # the variable reads of the kernel scaling, in the conv's name scope
+    scaling = {name: [op for op in ops if f"/{name}" in op.name and op.type == "ReadVariableOp"]
+               for name in ("conv_a", "conv_b")}
+    assert len(scaling["conv_a"]) == 6 and len(scaling["conv_b"]) == 6
+    assert not any(op.control_inputs for op in scaling["conv_a"])
+    controls = {c.name for op in scaling["conv_b"] for c in op.control_inputs}
+    assert len(controls) == 1 and graph.get_operation_by_name(
+        controls.pop()).type == "StridedSlice"
+    assert not any(c.type == "Relu" for op in ops for c in op.control_inputs)
+    np.testing.assert_allclose(model.predict_on_batch(X), exact, rtol=0, atol=ATOL)
