@@ -27,7 +27,8 @@ test-fast: venv
 # Speed and memory benchmarks (minutes; not part of the tests)
 bench: venv
 	$(PY) bench/bench_utils.py
-	$(PY) bench/bench_detect.py --precision float32 --stages
+	$(PY) bench/bench_detect.py --precision float32
+	$(PY) bench/bench_detect.py --precision float32 --batch 8 --runs 3
 	$(PY) bench/bench_detect.py --precision bfloat16
 	$(PY) bench/bench_train.py --case a
 	$(PY) bench/bench_train.py --case b

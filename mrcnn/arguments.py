@@ -103,6 +103,9 @@ def layer_args(config) -> Dict[str, Dict[str, Any]]:
       scales, ratios, backbone_shapes, strides, anchor_stride)
     * ``targets``: DetectionTargetLayer (train_rois_per_image,
       roi_positive_ratio, mask_shape, use_mini_mask, bbox_std_dev)
+    * ``inference``: precision (INFERENCE_PRECISION), fold_batch_norm
+      (fold frozen BatchNorms into their convolutions: every precision but
+      "float32_exact")
     * ``training``: the rest of the training graph: max_gt_instances,
       gt_masks_shape, rpn_train_anchors, use_rpn_rois, max_positive_rois,
       loss_weights, weight_decay, batch_norm_momentum
@@ -149,6 +152,8 @@ def layer_args(config) -> Dict[str, Dict[str, Any]]:
                     "mask_shape": _ints(config.MASK_SHAPE),
                     "use_mini_mask": use_mini_mask,
                     "bbox_std_dev": _floats(config.BBOX_STD_DEV)},
+        "inference": {"precision": str(config.INFERENCE_PRECISION),
+                      "fold_batch_norm": config.INFERENCE_PRECISION != "float32_exact"},
         "training": {"max_gt_instances": int(config.MAX_GT_INSTANCES),
                      "gt_masks_shape": (_ints(config.MINI_MASK_SHAPE) if use_mini_mask
                                         else image_shape[:2]),

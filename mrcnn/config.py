@@ -44,7 +44,7 @@ BACKBONES = ("resnet50", "resnet101")
 # Resize modes utils.resize_image knows.
 IMAGE_RESIZE_MODES = RESIZE_MODES
 # Numeric precisions of the inference network.
-INFERENCE_PRECISIONS = ("float32", "bfloat16")
+INFERENCE_PRECISIONS = ("float32", "float32_exact", "bfloat16")
 # Numeric precisions of training (Keras dtype policies; mrcnn/precision.py).
 TRAIN_PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # The five losses, in Matterport's order; LOSS_WEIGHTS must name exactly these.
@@ -280,12 +280,20 @@ class Config(object):
     GRADIENT_CLIP_NORM = 5.0
 
     # Numeric precision of the inference network (not in Matterport).
-    #     "float32": exact, the same numbers as Matterport.
+    #     "float32": float32, with every frozen BatchNorm folded into the
+    #         convolution before it (kernel and bias scaled, one op instead
+    #         of two): the same function as Matterport's, faster; the
+    #         numbers differ by float32 round-off (see README: the measured
+    #         differences and the golden tests' tolerances).
+    #     "float32_exact": float32, BatchNorm as its own op, as Matterport
+    #         computes it: the numbers of Matterport's model, to the
+    #         tolerances of the golden tests.
     #     "bfloat16": backbone, FPN, RPN and head convolutions compute in
     #         bfloat16 (weights stay float32, so every weight file loads);
     #         proposals, ROI boxes, detection refinement and the mask/class
-    #         outputs stay float32. Faster on CPUs with AVX-512 BF16 / AMX and
-    #         on recent GPUs; detections move slightly (see README).
+    #         outputs stay float32; BatchNorms folded as in "float32".
+    #         Faster on CPUs with AVX-512 BF16 / AMX and on recent GPUs;
+    #         detections move slightly (see README).
     INFERENCE_PRECISION = "float32"
 
     # Numeric precision of training (not in Matterport; mrcnn/precision.py).

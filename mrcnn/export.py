@@ -150,7 +150,7 @@ def _build_module(model, batch=True, image_bytes=True):
     # in detect()'s calls in square mode. A batch of unknown size would run
     # unfused and give other bfloat16 roundings than detect() and
     # serving_default, so serving_batch runs the images one by one there.
-    per_image_network = config.INFERENCE_PRECISION != "float32"
+    per_image_network = config.INFERENCE_PRECISION == "bfloat16"
     if fixed is None:
         _check_dynamic_anchors(config, args)
         fixed_anchors = None
@@ -286,8 +286,9 @@ def export_model(model, path, batch=True, image_bytes=True, overwrite=False):
     image_bytes: also write the ``serving_bytes`` signature (encoded files).
     overwrite: replace an existing SavedModel at ``path``.
 
-    Works for both INFERENCE_PRECISION values (a bfloat16 model exports
-    its bfloat16 graph and weights). Returns ``path``.
+    Works for every INFERENCE_PRECISION (a bfloat16 model exports its
+    bfloat16 graph and weights; "float32" and "bfloat16" export the folded
+    BatchNorms, "float32_exact" the unfolded ones, as detect() runs them). Returns ``path``.
     Raises ValueError for a training-mode model or a config that cannot be
     exported (crop mode, not 3 channels), FileExistsError for an existing
     export without ``overwrite``.

@@ -283,22 +283,33 @@ class MaskRCNN(object):
             raise ValueError(f"{what} needs a model created in inference mode: "
                              f"MaskRCNN(mode='inference', ...).")
 
-    def detect(self, images, verbose=0) -> List[Dict[str, np.ndarray]]:
+    def detect(self, images, verbose=0, batch_size: Optional[int] = None
+               ) -> List[Dict[str, np.ndarray]]:
         """Runs the detection pipeline.
 
         images: List of images, potentially of different sizes. Any number of
-            images: they go through the network in batches of BATCH_SIZE.
+            images.
+        batch_size: images per network call; None means BATCH_SIZE. Images
+            that mold to the same size (all of them in "square" mode; in
+            "pad64" and "none" mode those of the same padded size) go through
+            the network ``batch_size`` at a time, the last call of each size
+            padded with copies to ``batch_size`` images, so the compiled
+            network is traced once per batch size (and molded size) whatever
+            the number of images. More images per call need the memory of
+            that many images' feature maps.
 
-        Returns a list of dicts, one dict per image. The dict contains:
+        Returns a list of dicts, one dict per image, in input order. The dict contains:
         rois: [N, (y1, x1, y2, x2)] detection bounding boxes
         class_ids: [N] int class IDs
         scores: [N] float probability scores for the class IDs
-        masks: [H, W, N] instance binary masks
+        masks: [H, W, N] instance binary masks (``masks.paste_masks``: each
+            instance's [H, W] plane is contiguous)
         """
         self._require_inference("detect()")
         if isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype != object:
             raise ValueError("detect() takes a list of images; wrap a single image in a list: "
                              "model.detect([image]).")
+        bs = self._batch_size(batch_size, "detect()")
         images = list(images)
         if not images:
             return []
@@ -308,20 +319,19 @@ class MaskRCNN(object):
                 log("image", image)
 
         # Mold each image, then run the images that share a molded size
-        # (all of them in "square" mode) through the network BATCH_SIZE at a time.
+        # (all of them in "square" mode) through the network bs at a time.
         molded = [transform.mold_one(image, self.image_spec, f"detect(): image {i}")
                   for i, image in enumerate(images)]
         groups = OrderedDict()
         for i, (m, _, _) in enumerate(molded):
             groups.setdefault(m.shape, []).append(i)
         results = [None] * len(images)
-        bs = self.config.BATCH_SIZE
         for ix in groups.values():
             for start in range(0, len(ix), bs):
                 batch = ix[start:start + bs]
                 detections, mrcnn_mask = self._run_molded(
                     np.stack([molded[i][0] for i in batch]),
-                    np.stack([molded[i][1] for i in batch]), verbose)
+                    np.stack([molded[i][1] for i in batch]), verbose, batch_size=bs)
                 found = transform.results_dicts(
                     detections, mrcnn_mask, [np.shape(images[i]) for i in batch],
                     [molded[i][0].shape for i in batch], [molded[i][2] for i in batch])
@@ -329,15 +339,29 @@ class MaskRCNN(object):
                     results[i] = result
         return results
 
-    def _run_molded(self, molded_images, image_metas, verbose=0):
+    def _batch_size(self, batch_size, where):
+        """batch_size, or BATCH_SIZE when None; a ValueError naming ``where``
+        for anything but a positive int."""
+        if batch_size is None:
+            return int(self.config.BATCH_SIZE)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"{where}: batch_size must be a positive int (images per network "
+                             f"call) or None for config.BATCH_SIZE, got {batch_size!r}.")
+        return int(batch_size)
+
+    def _run_molded(self, molded_images, image_metas, verbose=0, batch_size=None):
         """Run the network on a batch of molded images of one size.
 
-        Returns detections [B, N, 6] and mrcnn_mask [B, N, 28, 28, C] (NumPy).
-        The batch is padded up to BATCH_SIZE with copies so the compiled
+        molded_images: [n, h, w, C]; image_metas: [n, IMAGE_META_SIZE].
+        batch_size: the batch the network runs (None: BATCH_SIZE); n must not
+            exceed it.
+        Returns detections [n, N, 6] and mrcnn_mask [n, N, 28, 28, C] (NumPy).
+        The batch is padded up to batch_size with copies so the compiled
         function keeps one input signature; the padding rows are dropped.
         """
         n = len(molded_images)
-        bs = max(self.config.BATCH_SIZE, n)
+        bs = max(self._batch_size(batch_size, "_run_molded()"), n)
         if n < bs:
             pad = bs - n
             molded_images = np.concatenate([molded_images, np.repeat(molded_images[-1:], pad, 0)])
@@ -355,26 +379,38 @@ class MaskRCNN(object):
         return detections[:n], mrcnn_mask[:n]
 
     def _predict(self, images, metas, anchors):
-        """One compiled forward pass returning (detections, mrcnn_mask) as NumPy."""
+        """One compiled forward pass returning (detections, mrcnn_mask) as NumPy.
+
+        One tf.function per batch size, so a call with another batch size
+        does not relax the traced batch dimension of the others (a trace
+        with unknown shapes loses some of Grappler's fusions); within one,
+        ``reduce_retracing`` relaxes the image size after a second size
+        ("pad64"/"none" modes) instead of tracing every size.
+        """
         if self._predict_fn is None:
+            self._predict_fn = {}
+        bs = len(images)
+        if bs not in self._predict_fn:
             model = self.keras_model
 
             @tf.function(reduce_retracing=True)
             def predict(images, metas, anchors):
                 outputs = model([images, metas, anchors], training=False)
                 return outputs[0], outputs[3]
-            self._predict_fn = predict
-        detections, masks = self._predict_fn(tf.constant(images), tf.constant(metas),
-                                             tf.constant(anchors))
+            self._predict_fn[bs] = predict
+        detections, masks = self._predict_fn[bs](tf.constant(images), tf.constant(metas),
+                                                 tf.constant(anchors))
         return detections.numpy(), masks.numpy()
 
-    def detect_molded(self, molded_images, image_metas, verbose=0) -> List[Dict[str, np.ndarray]]:
+    def detect_molded(self, molded_images, image_metas, verbose=0,
+                      batch_size: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
         """Runs the detection pipeline, but expect inputs that are
         molded already. Used mostly for debugging and inspecting
         the model.
 
         molded_images: List of images loaded using load_image_gt()
         image_metas: image meta data, also returned by load_image_gt()
+        batch_size: images per network call (None: BATCH_SIZE), as in detect()
 
         Returns a list of dicts, one dict per image. The dict contains:
         rois: [N, (y1, x1, y2, x2)] detection bounding boxes
@@ -390,11 +426,11 @@ class MaskRCNN(object):
         if verbose:
             log("Processing {} images".format(len(molded_images)))
         results = []
-        bs = self.config.BATCH_SIZE
+        bs = self._batch_size(batch_size, "detect_molded()")
         for start in range(0, len(molded_images), bs):
             imgs = molded_images[start:start + bs]
             metas = image_metas[start:start + bs]
-            detections, mrcnn_mask = self._run_molded(imgs, metas, verbose)
+            detections, mrcnn_mask = self._run_molded(imgs, metas, verbose, batch_size=bs)
             meta = parse_image_meta(metas)
             results += transform.results_dicts(detections, mrcnn_mask,
                                                meta["original_image_shape"],

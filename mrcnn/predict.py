@@ -58,7 +58,7 @@ import numpy as np
 from mrcnn import extras, utils
 from mrcnn import model as modellib
 from mrcnn.cli import run_command
-from mrcnn.config import Config
+from mrcnn.config import INFERENCE_PRECISIONS, Config
 from mrcnn.datasets.coco import CocoConfig
 from mrcnn.datasets.shapes import SHAPE_NAMES, ShapesConfig
 from mrcnn.recipes import CpuShapesConfig
@@ -472,7 +472,7 @@ def _common(p):
                         f"subclass (file.py or file.py:ClassName), or package.module:ClassName")
     p.add_argument("--class-names", metavar="FILE_OR_LIST",
                    help="class names, background first: a file (one per line) or a,b,c")
-    p.add_argument("--precision", choices=("float32", "bfloat16"),
+    p.add_argument("--precision", choices=INFERENCE_PRECISIONS,
                    help="INFERENCE_PRECISION (default: the config's)")
     p.add_argument("--traceback", action="store_true", help="show tracebacks of errors")
 

@@ -110,15 +110,19 @@ def test_frozen_backbone_batch_norms_are_folded_in_the_training_step(model, conf
     convolution (no batch-normalization op left for them); the heads' six
     run as one FusedBatchNormV3 each (folding them too gave no measurable
     gain on the shapes step: 2.84-3.08 s against 2.86-2.88 s in alternating
-    runs). At inference (training=False) the
-    BatchNorms run as written (Keras' formula, no fused op)."""
+    runs; the heads' pairs fold at inference only). At inference
+    (training=False) the training model's BatchNorms run as written (Keras'
+    formula, no fused op): only inference models fold them there."""
     import tensorflow as tf
     assert config.TRAIN_BN is False
     km = model.keras_model
     bns = [layer for layer in _all_layers(km) if type(layer).__name__ == "BatchNorm"]
     assert len(bns) == 53 + 6  # ResNet-50's 53, mrcnn_class_bn1/2, mrcnn_mask_bn1..4
-    folded = [bn for bn in bns if bn._folded_conv is not None]
+    paired = [bn for bn in bns if bn._folded_conv is not None]
+    assert len(paired) == 53 + 6
+    folded = [bn for bn in paired if bn._fold_in_fit]
     assert len(folded) == 53 and all(bn.name.startswith("bn") for bn in folded)
+    assert not any(bn._fold_at_inference for bn in bns)
     inputs = [tf.zeros((config.BATCH_SIZE,) + tuple(t.shape[1:]), t.dtype) for t in km.inputs]
 
     def op_types(training):

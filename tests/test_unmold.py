@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mrcnn import utils
+from mrcnn.masks import _bilinear_matrix
 from mrcnn.model import MaskRCNN, paste_masks
 
 
@@ -71,3 +72,78 @@ def test_unmold_detections_drops_zero_area_and_padding():
     assert rois.tolist() == [[10, 10, 51, 51], [30, 30, 31, 31]]
     assert masks.shape == (101, 101, 2)
     assert masks[..., 0].sum() == 41 * 41 and masks[30, 30, 1]
+
+
+def _paste_masks_before(masks, boxes, image_shape, threshold=0.5):
+    """paste_masks as it was before it was vectorized (kept as the reference):
+    per detection, two float64 matrix products, skimage's clip to the mask's
+    range, and a write into the [H, W, N] array."""
+    H, W = int(image_shape[0]), int(image_shape[1])
+    n = len(masks)
+    full = np.zeros((H, W, n), dtype=bool)
+    for i in range(n):
+        y1, x1, y2, x2 = (int(v) for v in boxes[i])
+        h, w = y2 - y1, x2 - x1
+        if h <= 0 or w <= 0:
+            continue
+        m = masks[i].astype(np.float64)
+        resized = _bilinear_matrix(h, m.shape[0]) @ m @ _bilinear_matrix(w, m.shape[1]).T
+        mask = np.clip(resized, m.min(), m.max()) >= threshold
+        cy1, cx1, cy2, cx2 = max(y1, 0), max(x1, 0), min(y2, H), min(x2, W)
+        if cy2 > cy1 and cx2 > cx1:
+            full[cy1:cy2, cx1:cx2, i] = mask[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
+    return full
+
+
+def _random_case(seed, n=60, shape=(97, 131), size=28):
+    """Random smooth masks and boxes: inside the image, past each edge, fully
+    outside, zero or negative size, and masks entirely above or below 0.5."""
+    rng = np.random.default_rng(seed)
+    H, W = shape
+    masks = rng.uniform(0, 1, (n, size, size))
+    masks = (masks + np.roll(masks, 1, 1) + np.roll(masks, 1, 2)) / 3     # smoother
+    masks[0] = 0.9                                   # all above the threshold
+    masks[1] = 0.2                                   # all below
+    masks[2] = rng.uniform(0.5, 1.0, (size, size))   # min >= 0.5
+    y1 = rng.integers(-30, H, n)
+    x1 = rng.integers(-30, W, n)
+    boxes = np.stack([y1, x1, y1 + rng.integers(1, 90, n), x1 + rng.integers(1, 120, n)], 1)
+    boxes[3] = [10, 10, 10, 40]           # zero height
+    boxes[4] = [10, 40, 30, 20]           # negative width
+    boxes[5] = [H + 5, 3, H + 20, 50]     # below the image
+    boxes[6] = [-40, -40, -5, -5]         # above and left of it
+    boxes[7] = [-10, -10, H + 10, W + 10]  # larger than the image
+    return masks.astype(np.float32), boxes.astype(np.int32), shape
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paste_masks_equals_the_per_detection_matrix_products(seed):
+    """The vectorized paste gives the masks of the previous implementation
+    (matrix products per detection) and of utils.unmold_mask (skimage's
+    resize), pixel for pixel."""
+    masks, boxes, shape = _random_case(seed)
+    got = paste_masks(masks, boxes, shape)
+    assert got.shape == shape + (60,) and got.dtype == bool
+    want = _paste_masks_before(masks, boxes, shape)
+    assert want.sum() > 10000 and 0 < want[..., 8:].mean() < 0.5   # not a vacuous case
+    np.testing.assert_array_equal(got, want)
+    assert not got[..., 1].any() and got[..., 0].any()
+    assert not got[..., 3:7].any()
+    H, W = shape
+    for i in range(len(boxes)):
+        y1, x1, y2, x2 = boxes[i]
+        if 0 <= y1 < y2 <= H and 0 <= x1 < x2 <= W:
+            np.testing.assert_array_equal(got[..., i], utils.unmold_mask(masks[i], boxes[i], shape))
+
+
+def test_paste_masks_threshold_layout_and_no_detection():
+    masks, boxes, shape = _random_case(3, n=12)
+    for threshold in (0.3, 0.7):
+        np.testing.assert_array_equal(paste_masks(masks, boxes, shape, threshold),
+                                      _paste_masks_before(masks, boxes, shape, threshold))
+    got = paste_masks(masks, boxes, shape)
+    # one contiguous [H, W] plane per instance
+    assert got[:, :, 5].flags.c_contiguous and not got.flags.c_contiguous
+    assert paste_masks(np.zeros((0, 28, 28)), np.zeros((0, 4), int), (5, 7)).shape == (5, 7, 0)
+    with pytest.raises(ValueError, match="boxes must be"):
+        paste_masks(masks, boxes[:3], shape)

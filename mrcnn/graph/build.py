@@ -29,6 +29,7 @@ from mrcnn.graph.fpn import fpn_graph
 from mrcnn.graph.heads import build_fpn_mask_graph, fpn_classifier_graph
 from mrcnn.graph.rpn import build_rpn_model
 from mrcnn.layers import DetectionLayer, ProposalLayer
+from mrcnn.layers.batch_norm import fold_batch_norms
 from mrcnn.layers.boxes import DetectionBoxes
 from mrcnn.transform import SIZE_MULTIPLE
 
@@ -135,7 +136,10 @@ def inference_graph(args: Dict[str, Dict[str, Any]]) -> keras.Model:
         rpn_rois: [B, R, (y1, x1, y2, x2)] normalized proposals (layer ``ROI``)
         rpn_class: [B, A_total, 2] RPN probabilities
         rpn_bbox: [B, A_total, 4] RPN deltas, before RPN_BBOX_STD_DEV
-    Returns a ``keras.Model`` named "mask_rcnn".
+    Returns a ``keras.Model`` named "mask_rcnn". Its frozen BatchNorms are
+    folded into their convolutions (``layers.fold_batch_norms``) unless
+    ``args["inference"]["fold_batch_norm"]`` is False (INFERENCE_PRECISION
+    "float32_exact"); args without an "inference" entry fold.
     """
     input_image = keras.Input(shape=[None, None, args["image"]["channels"]],
                               name="input_image")
@@ -165,10 +169,12 @@ def inference_graph(args: Dict[str, Dict[str, Any]]) -> keras.Model:
     mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps,
                                       input_image_meta, **args["mask"])
 
-    return keras.Model([input_image, input_image_meta, input_anchors],
-                       [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask,
-                        rpn_rois, rpn_class, rpn_bbox],
-                       name="mask_rcnn")
+    model = keras.Model([input_image, input_image_meta, input_anchors],
+                        [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask,
+                         rpn_rois, rpn_class, rpn_bbox],
+                        name="mask_rcnn")
+    fold_batch_norms(model, args.get("inference", {}).get("fold_batch_norm", True))
+    return model
 
 
 def build_inference_model(config) -> keras.Model:

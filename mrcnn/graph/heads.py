@@ -1,6 +1,8 @@
 """Second-stage heads: box classifier/regressor and mask head.
 
-Functional graphs of ``TimeDistributed`` standard layers, named exactly as in
+Functional graphs of ``TimeDistributed`` standard layers (the convolutions
+followed by a BatchNorm are ``FoldedConv2D``, a Conv2D with the same config
+and weights that can fold the frozen BatchNorm at inference), named exactly as in
 Matterport (``mrcnn_class_conv1``, ``mrcnn_class_bn1``, ..., ``mrcnn_mask``),
 so weight files load by top-level layer name. The wrapper carries the name;
 the wrapped layer gets the same name, which makes a variable's path
@@ -20,7 +22,7 @@ tested on its own: ``fpn_classifier_graph`` = ``PyramidROIAlign`` +
 
 import keras
 
-from mrcnn.layers.batch_norm import BatchNorm
+from mrcnn.layers.batch_norm import BatchNorm, FoldedConv2D, pair_conv_bn
 from mrcnn.layers.roi_align import PyramidROIAlign
 from mrcnn.layers.time_distributed import TimeDistributed
 
@@ -37,6 +39,22 @@ OUTPUT_DTYPE = "float32"
 def _td(layer, name, dtype=None):
     """Wrap ``layer`` in our TimeDistributed; both carry ``name``."""
     return TimeDistributed(layer, name=name, dtype=dtype)
+
+
+def _td_conv_bn(x, filters, kernel_size, name, bn_name, train_bn, padding="valid"):
+    """Matterport's ``TimeDistributed(Conv2D(name=name))`` followed by
+    ``TimeDistributed(BatchNorm(name=bn_name))``, the inner layers paired
+    (``pair_conv_bn``) so that inference models can fold the frozen
+    normalization into the convolution (``layers.fold_batch_norms``). The
+    pair does not fold inside ``fit()`` (``in_fit=False``): the heads'
+    training step stays as it was (their BatchNorms run as one fused op).
+
+    x: [B, N, h, w, C_in]. Returns the BatchNorm's output [B, N, h', w', filters].
+    """
+    conv = FoldedConv2D(filters, kernel_size, padding=padding, name=name)
+    bn = BatchNorm(name=bn_name, train_bn=train_bn)
+    pair_conv_bn(conv, bn, in_fit=False)
+    return _td(bn, bn_name)(_td(conv, name)(x))
 
 
 def classifier_head_graph(pooled, pool_size, num_classes, train_bn=True,
@@ -56,13 +74,11 @@ def classifier_head_graph(pooled, pool_size, num_classes, train_bn=True,
             *before* multiplication by BBOX_STD_DEV
     """
     # Two F-wide FC layers, implemented as convs (Matterport: "for consistency").
-    x = _td(keras.layers.Conv2D(fc_layers_size, (pool_size, pool_size), padding="valid",
-                                name="mrcnn_class_conv1"), "mrcnn_class_conv1")(pooled)
-    x = _td(BatchNorm(name="mrcnn_class_bn1", train_bn=train_bn), "mrcnn_class_bn1")(x)
+    x = _td_conv_bn(pooled, fc_layers_size, (pool_size, pool_size), "mrcnn_class_conv1",
+                    "mrcnn_class_bn1", train_bn)
     x = keras.layers.Activation("relu")(x)
-    x = _td(keras.layers.Conv2D(fc_layers_size, (1, 1), name="mrcnn_class_conv2"),
-            "mrcnn_class_conv2")(x)
-    x = _td(BatchNorm(name="mrcnn_class_bn2", train_bn=train_bn), "mrcnn_class_bn2")(x)
+    x = _td_conv_bn(x, fc_layers_size, (1, 1), "mrcnn_class_conv2", "mrcnn_class_bn2",
+                    train_bn)
     x = keras.layers.Activation("relu")(x)
 
     # [B, N, 1, 1, F] -> [B, N, F]
@@ -116,9 +132,8 @@ def mask_head_graph(pooled, num_classes, train_bn=True):
     """
     x = pooled
     for i in range(1, 5):
-        x = _td(keras.layers.Conv2D(256, (3, 3), padding="same", name=f"mrcnn_mask_conv{i}"),
-                f"mrcnn_mask_conv{i}")(x)
-        x = _td(BatchNorm(name=f"mrcnn_mask_bn{i}", train_bn=train_bn), f"mrcnn_mask_bn{i}")(x)
+        x = _td_conv_bn(x, 256, (3, 3), f"mrcnn_mask_conv{i}", f"mrcnn_mask_bn{i}",
+                        train_bn, padding="same")
         x = keras.layers.Activation("relu")(x)
     # [B, N, P, P, 256] -> [B, N, 2P, 2P, 256]
     x = _td(keras.layers.Conv2DTranspose(256, (2, 2), strides=2, activation="relu",

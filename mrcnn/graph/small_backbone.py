@@ -57,12 +57,22 @@ def _conv_bn(x, filters, strides, name, bn_name, train_bn, relu=True):
     """3x3 conv (no bias: the BN after it has one) + BatchNorm [+ ReLU]."""
     import keras
 
-    from mrcnn.layers.batch_norm import BatchNorm
-
-    x = keras.layers.Conv2D(filters, (3, 3), strides=strides, padding="same",
-                            use_bias=False, name=name)(x)
-    x = BatchNorm(name=bn_name, train_bn=train_bn)(x)
+    x = _paired(x, filters, (3, 3), strides, "same", name, bn_name, train_bn)
     return keras.layers.Activation("relu")(x) if relu else x
+
+
+def _paired(x, filters, kernel_size, strides, padding, name, bn_name, train_bn):
+    """Conv2D (no bias) + BatchNorm as a FoldedConv2D paired with its
+    BatchNorm: the same layers and weights, folded at inference
+    (``layers.fold_batch_norms``), not inside fit() (``in_fit=False``:
+    training is what it was)."""
+    from mrcnn.layers.batch_norm import BatchNorm, FoldedConv2D, pair_conv_bn
+
+    conv = FoldedConv2D(filters, kernel_size, strides=strides, padding=padding,
+                        use_bias=False, name=name)
+    bn = BatchNorm(name=bn_name, train_bn=train_bn)
+    pair_conv_bn(conv, bn, in_fit=False)
+    return bn(conv(x))
 
 
 def basic_block(x, filters, stage, block, strides, train_bn):
@@ -79,16 +89,13 @@ def basic_block(x, filters, stage, block, strides, train_bn):
     """
     import keras
 
-    from mrcnn.layers.batch_norm import BatchNorm
-
     base = f"{stage}{block}"
     y = _conv_bn(x, filters, strides, f"res{base}_conv1", f"bn{base}_1", train_bn)
     y = _conv_bn(y, filters, 1, f"res{base}_conv2", f"bn{base}_2", train_bn, relu=False)
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(filters, (1, 1), strides=strides, use_bias=False,
-                                       name=f"res{base}_short")(x)
-        shortcut = BatchNorm(name=f"bn{base}_short", train_bn=train_bn)(shortcut)
+        shortcut = _paired(x, filters, (1, 1), strides, "valid", f"res{base}_short",
+                           f"bn{base}_short", train_bn)
     y = keras.layers.Add()([y, shortcut])
     return keras.layers.Activation("relu", name=f"res{base}_out")(y)
 

@@ -10,7 +10,7 @@ inside ``tf.function``. The graph counterparts of
   even (``np.around`` and ``tf.round`` agree), so boxes, class ids and scores
   are bit-identical.
 * ``paste_masks`` resizes each [S, S] mask to its box with the same bilinear
-  weights as ``model._bilinear_matrix`` (pixel-centre aligned, zeros outside),
+  weights as ``masks._bilinear_matrix`` (pixel-centre aligned, zeros outside),
   two float64 matrix products, clipped to the mask's range, threshold >= 0.5.
   The products may sum in another order than NumPy's BLAS (last-bit
   differences), so a pixel whose value is within ~1e-15 of the threshold can
@@ -77,7 +77,7 @@ def unmold_detections(detections, mrcnn_mask, original_size, molded_size, window
 
 
 def bilinear_matrix(out_size, in_size):
-    """[out_size, in_size] float64 weights of ``model._bilinear_matrix``:
+    """[out_size, in_size] float64 weights of ``masks._bilinear_matrix``:
     pixel-centre aligned bilinear resize with zeros outside the input."""
     src = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * (
         tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)) - 0.5

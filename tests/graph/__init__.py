@@ -16,8 +16,16 @@ G1_OVERRIDES = ("NAME", "GPU_COUNT", "IMAGES_PER_GPU", "BACKBONE", "NUM_CLASSES"
                 "DETECTION_MAX_INSTANCES")
 
 
-def g1_config():
-    """The G1 Config, its overrides read from tests/golden/g1_config.json.
+# The float32 inference precisions the golden tests run in (Config.INFERENCE_PRECISION):
+# "float32" folds the frozen BatchNorms into their convolutions, "float32_exact"
+# computes them as Matterport does. Both must meet the same tolerances.
+G1_PRECISIONS = ("float32", "float32_exact")
+
+
+def g1_config(precision=None):
+    """The G1 Config, its overrides read from tests/golden/g1_config.json
+    (and INFERENCE_PRECISION ``precision`` when given; Matterport's run had
+    none, so it is not in the file).
 
     Checks that every other field the golden run displayed equals our default,
     so a drift in Config defaults shows up here instead of as odd numbers.
@@ -25,6 +33,8 @@ def g1_config():
     golden = json.loads((GOLDEN_DIR / "g1_config.json").read_text())
     attrs = {k: (tuple(golden[k]) if isinstance(golden[k], list) else golden[k])
              for k in G1_OVERRIDES}
+    if precision is not None:
+        attrs["INFERENCE_PRECISION"] = precision
     config = type("G1Config", (Config,), attrs)()
     ours = config.to_dict()
     for key, value in golden.items():
@@ -45,13 +55,14 @@ def g1_golden():
 
 
 @functools.cache
-def g1_model():
-    """Our G1 inference model with the recipe weights, built once per process
-    (both golden test modules use it)."""
+def g1_model(precision="float32"):
+    """Our G1 inference model in INFERENCE_PRECISION ``precision`` with the
+    recipe weights, built once per process and precision (both golden test
+    modules use it)."""
     from mrcnn.graph.build import build_inference_model
     from tests.recipe import apply_recipe
 
-    model = build_inference_model(g1_config())
+    model = build_inference_model(g1_config(precision))
     assert apply_recipe(model) == 384
     return model
 
