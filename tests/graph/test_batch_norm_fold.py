@@ -155,6 +155,13 @@ def test_heads_fold_inside_time_distributed():
     # only the TimeDistributed wrappers' reshapes are left in the BatchNorms' scopes
     assert {op.type for op in graph.get_operations() if "_bn" in op.name} == {
         "Const", "Reshape"}
+    # the classifier's kernels cover their whole input (7x7 on 7x7, 1x1 on
+    # 1x1): one MatMul each; the mask head's 3x3 "same" ones stay Conv2D
+    types = {name: {op.type for op in graph.get_operations() if f"/{name}" in op.name}
+             for name in ("mrcnn_class_conv1", "mrcnn_class_conv2", "mrcnn_mask_conv1")}
+    assert "MatMul" in types["mrcnn_class_conv1"] and "MatMul" in types["mrcnn_class_conv2"]
+    assert "Conv2D" not in types["mrcnn_class_conv1"] | types["mrcnn_class_conv2"]
+    assert "Conv2D" in types["mrcnn_mask_conv1"] and "MatMul" not in types["mrcnn_mask_conv1"]
 
 
 def test_cpu_recipe_backbone_folds_at_inference_only():
