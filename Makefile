@@ -33,6 +33,8 @@ bench: venv
 	$(PY) bench/bench_train.py --case a
 	$(PY) bench/bench_train.py --case b
 	$(PY) bench/bench_train.py --case c
+	$(PY) bench/bench_export.py
+	$(PY) bench/bench_distribute.py --all --case shapes --precision-list float32 mixed_bfloat16
 
 # Re-run every notebook in full mode and store the outputs (figures) in them
 notebooks: venv
