@@ -33,6 +33,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import h5py
 
+from mrcnn.weight_files import read_str_list
+
 __all__ = ["run_folder_pattern", "find_last", "log_dir_for", "parse_checkpoint_path",
            "checkpoint_problem", "run_checkpoints", "prune_checkpoints",
            "remove_stale_temp_files", "checkpoint_metrics", "KEEP_LAST"]
@@ -114,23 +116,11 @@ def find_last(model_dir: str, name: str) -> str:
 
 
 def _str_list(group, name) -> Optional[List[str]]:
-    """A list-of-strings attribute (possibly chunked as name0, name1...), or None."""
-    if name in group.attrs:
-        chunks = [group.attrs[name]]
-    else:
-        chunks, k = [], 0
-        while f"{name}{k}" in group.attrs:
-            chunks.append(group.attrs[f"{name}{k}"])
-            k += 1
-        if not chunks:
-            return None
-    out = []
-    for chunk in chunks:
-        if isinstance(chunk, h5py.Empty):
-            continue
-        for v in (chunk.ravel() if hasattr(chunk, "ravel") else [chunk]):
-            out.append(v.decode("utf8") if isinstance(v, bytes) else str(v))
-    return out
+    """A list-of-strings attribute (possibly chunked as name0, name1...), or
+    None when the group has no such attribute."""
+    if name not in group.attrs and f"{name}0" not in group.attrs:
+        return None
+    return read_str_list(group, name)
 
 
 def checkpoint_problem(path) -> Optional[str]:

@@ -55,7 +55,7 @@ import h5py
 import keras
 import numpy as np
 
-__all__ = ["WeightFileError", "ManifestEntry", "weight_manifest", "save_weights"]
+__all__ = ["WeightFileError", "ManifestEntry", "weight_manifest", "save_weights", "read_str_list"]
 
 # HDF5 refuses attributes larger than its 64 kB object header; Keras splits
 # longer lists into `<name>0`, `<name>1`, ... Same limit and scheme as Keras.
@@ -143,7 +143,7 @@ def _decode(value):
     return value.decode("utf8") if isinstance(value, (bytes, np.bytes_)) else str(value)
 
 
-def _read_str_list(group, name):
+def read_str_list(group, name):
     """A list-of-strings attribute, whichever way it was stored.
 
     Byte or str, fixed or variable length, a scalar or an array, or chunked
@@ -199,11 +199,11 @@ def _read_keras2(root):
     Layers listed in ``layer_names`` without weights are left out.
     """
     layers = {}
-    for layer_name in _read_str_list(root, "layer_names"):
+    for layer_name in read_str_list(root, "layer_names"):
         if layer_name not in root:
             raise KeyError(f"layer '{layer_name}' is listed in layer_names but has no group")
         group = root[layer_name]
-        weights = [(w, np.asarray(group[w])) for w in _read_str_list(group, "weight_names")]
+        weights = [(w, np.asarray(group[w])) for w in read_str_list(group, "weight_names")]
         if weights:
             layers[layer_name] = weights
     return layers
