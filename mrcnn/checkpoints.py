@@ -32,12 +32,11 @@ import re
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import h5py
-
-from mrcnn.weight_files import read_str_list
+import numpy as np
 
 __all__ = ["run_folder_pattern", "find_last", "log_dir_for", "parse_checkpoint_path",
            "checkpoint_problem", "run_checkpoints", "prune_checkpoints",
-           "remove_stale_temp_files", "checkpoint_metrics", "KEEP_LAST"]
+           "remove_stale_temp_files", "checkpoint_metrics", "read_str_list", "KEEP_LAST"]
 
 # How many checkpoints train() keeps by default (the newest ones; keep_last=None
 # keeps every one, as Matterport did).
@@ -113,6 +112,29 @@ def find_last(model_dir: str, name: str) -> str:
         f"No {key} checkpoint under {model_dir}: no {prefix}*.h5 file in any "
         f"{key}<YYYYMMDDTHHMM> folder (the newest is {runs[-1]}); train first, or pass "
         f"the weights path explicitly.")
+
+
+def read_str_list(group, name) -> List[str]:
+    """A list-of-strings attribute, whichever way it was stored.
+
+    Byte or str, fixed or variable length, a scalar or an array, or chunked
+    into ``<name>0``, ``<name>1``... Absent -> []. Keras 2 stored an empty
+    list as an empty float64 array, which also gives [].
+    """
+    if name in group.attrs:
+        chunks = [group.attrs[name]]
+    else:
+        chunks, k = [], 0
+        while f"{name}{k}" in group.attrs:
+            chunks.append(group.attrs[f"{name}{k}"])
+            k += 1
+    out = []
+    for chunk in chunks:
+        if isinstance(chunk, h5py.Empty):   # an attribute with no data space
+            continue
+        for v in np.atleast_1d(np.asarray(chunk, dtype=object)).ravel():
+            out.append(v.decode("utf8") if isinstance(v, (bytes, np.bytes_)) else str(v))
+    return out
 
 
 def _str_list(group, name) -> Optional[List[str]]:

@@ -55,7 +55,9 @@ import h5py
 import keras
 import numpy as np
 
-__all__ = ["WeightFileError", "ManifestEntry", "weight_manifest", "save_weights", "read_str_list"]
+from mrcnn.checkpoints import read_str_list
+
+__all__ = ["WeightFileError", "ManifestEntry", "weight_manifest", "save_weights"]
 
 # HDF5 refuses attributes larger than its 64 kB object header; Keras splits
 # longer lists into `<name>0`, `<name>1`, ... Same limit and scheme as Keras.
@@ -141,28 +143,6 @@ def weight_manifest(keras_model):
 
 def _decode(value):
     return value.decode("utf8") if isinstance(value, (bytes, np.bytes_)) else str(value)
-
-
-def read_str_list(group, name):
-    """A list-of-strings attribute, whichever way it was stored.
-
-    Byte or str, fixed or variable length, a scalar or an array, or chunked
-    into ``<name>0``, ``<name>1``... Absent -> []. Keras 2 stored an empty
-    list as an empty float64 array, which also gives [].
-    """
-    if name in group.attrs:
-        chunks = [group.attrs[name]]
-    else:
-        chunks, k = [], 0
-        while f"{name}{k}" in group.attrs:
-            chunks.append(group.attrs[f"{name}{k}"])
-            k += 1
-    out = []
-    for chunk in chunks:
-        if isinstance(chunk, h5py.Empty):   # an attribute with no data space
-            continue
-        out.extend(_decode(v) for v in np.atleast_1d(np.asarray(chunk, dtype=object)).ravel())
-    return out
 
 
 def _write_str_list(group, name, values):

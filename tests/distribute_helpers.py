@@ -130,9 +130,16 @@ def deterministic_targets():
     ROIs in index order, and ``pipeline.generate_random_rois`` (the ``input_roi``
     of USE_RPN_ROIS False) draws from a generator seeded by the image's
     boxes instead of NumPy's global RNG. In force while the train step is
-    traced and the batches are loaded."""
+    traced and the batches are loaded.
+
+    TensorFlow's op determinism is on too: without it some CPU kernels sum
+    in thread order (which ones was not traced), and with TRAIN_BN True (near-zero batch variances)
+    one step's stem update moved by up to 4e-4 from run to run (the
+    2-replica test failed 2 runs in 5 at atol ~4e-5; with it 4 of 4 passed).
+    """
     from mrcnn import pipeline
     from mrcnn.ops import targets
+    from tensorflow.python.framework import config as tf_config
     original_order, original_rois = targets._random_order, pipeline.generate_random_rois
 
     def first_candidates(candidates, seed=None):
@@ -148,10 +155,14 @@ def deterministic_targets():
             np.random.set_state(state)
 
     targets._random_order, pipeline.generate_random_rois = first_candidates, seeded_rois
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    tf_config.enable_op_determinism()
     try:
         yield
     finally:
         targets._random_order, pipeline.generate_random_rois = original_order, original_rois
+        if not was_deterministic:
+            tf_config.disable_op_determinism()
 
 
 def weights_of(keras_model):
